@@ -1,0 +1,217 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/agent"
+)
+
+// Config configures a Server.
+type Config struct {
+	MaxBodyBytes   int64         // request bodies over this are refused with 413
+	RequestTimeout time.Duration // 0: none beyond the client's
+	Logger         *slog.Logger
+	// Ready reports whether the stores answer; nil means always ready.
+	Ready func(ctx context.Context) error
+}
+
+// Server is agentd's HTTP API.
+type Server struct {
+	chats  map[string]*agent.Chat
+	cfg    Config
+	logger *slog.Logger
+	mux    *http.ServeMux
+}
+
+// New returns a Server for the agents.
+func New(chats map[string]*agent.Chat, cfg Config) *Server {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	s := &Server{chats: chats, cfg: cfg, logger: cfg.Logger, mux: http.NewServeMux()}
+	if s.logger == nil {
+		s.logger = discardLogger()
+	}
+	// Routes are registered without methods and dispatched by route, so a
+	// wrong method gets the JSON error shape and an Allow header rather than
+	// the mux's plain-text 405.
+	s.route("/agents/{name}", map[string]http.HandlerFunc{http.MethodPost: s.chatTurn})
+	s.route("/agents/{name}/conversations/{userId}", map[string]http.HandlerFunc{
+		http.MethodGet:    s.getConversation,
+		http.MethodDelete: s.deleteConversation,
+	})
+	s.route("/healthz", map[string]http.HandlerFunc{http.MethodGet: s.healthz})
+	s.route("/readyz", map[string]http.HandlerFunc{http.MethodGet: s.readyz})
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, agentd.Errorf(agentd.KindNotFound, "route", "no route for %s %s", r.Method, r.URL.Path))
+	})
+	return s
+}
+
+func (s *Server) route(pattern string, methods map[string]http.HandlerFunc) {
+	allowed := make([]string, 0, len(methods)+1)
+	for m := range methods {
+		allowed = append(allowed, m)
+	}
+	if _, ok := methods[http.MethodGet]; ok {
+		allowed = append(allowed, http.MethodHead)
+	}
+	slices.Sort(allowed)
+	allow := strings.Join(allowed, ", ")
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		method := r.Method
+		if method == http.MethodHead {
+			method = http.MethodGet
+		}
+		h, ok := methods[method]
+		if !ok {
+			w.Header().Set("Allow", allow)
+			s.writeError(w, r, agentd.Errorf(agentd.KindMethodNotAllowed, "route", "%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow))
+			return
+		}
+		h(w, r)
+	})
+}
+
+// ServeHTTP implements http.Handler. A panic in a handler is answered with
+// a 500 in the error shape and logged; the process keeps serving.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.logger.Error("handler panicked", "method", r.Method, "path", r.URL.Path, "panic", v)
+			s.writeError(w, r, agentd.Errorf(agentd.KindInternal, "server", "panic: %v", v))
+		}
+	}()
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) chat(w http.ResponseWriter, r *http.Request) (*agent.Chat, bool) {
+	name := r.PathValue("name")
+	c, ok := s.chats[name]
+	if !ok {
+		s.writeError(w, r, agentd.Errorf(agentd.KindNotFound, "agent", "no agent named %q", name))
+	}
+	return c, ok
+}
+
+// withTimeout bounds a request's work by the configured timeout.
+func (s *Server) withTimeout(r *http.Request) (context.Context, context.CancelFunc) {
+	if s.cfg.RequestTimeout > 0 {
+		return context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+	}
+	return context.WithCancel(r.Context())
+}
+
+// chatRequest is the body of POST /agents/{name}: the contract of the
+// Workers chat agent, so its clients keep working.
+type chatRequest struct {
+	UserID  *string `json:"userId"`
+	Message *string `json:"message"`
+}
+
+func (s *Server) chatTurn(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.chat(w, r)
+	if !ok {
+		return
+	}
+	var req chatRequest
+	if err := decodeJSON(w, r, s.cfg.MaxBodyBytes, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	switch {
+	case req.UserID == nil:
+		s.writeError(w, r, agentd.InvalidField("chat", "userId", "missing field userId"))
+		return
+	case req.Message == nil:
+		s.writeError(w, r, agentd.InvalidField("chat", "message", "missing field message"))
+		return
+	}
+	ctx, cancel := s.withTimeout(r)
+	defer cancel()
+	res, err := c.Turn(ctx, *req.UserID, *req.Message)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// conversationResponse is a stored conversation, oldest message first.
+type conversationResponse struct {
+	Agent     string         `json:"agent"`
+	UserID    string         `json:"userId"`
+	Messages  []conversation `json:"messages"`
+	Turns     int            `json:"turns"`
+	UpdatedAt *time.Time     `json:"updatedAt,omitempty"`
+}
+
+type conversation struct {
+	Role    agentd.Role `json:"role"`
+	Content string      `json:"content"`
+	At      *time.Time  `json:"at,omitempty"`
+}
+
+func (s *Server) getConversation(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.chat(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := s.withTimeout(r)
+	defer cancel()
+	conv, err := c.History(ctx, r.PathValue("userId"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	resp := conversationResponse{Agent: c.Name(), UserID: conv.UserID, Messages: make([]conversation, len(conv.Messages)), Turns: conv.Turns()}
+	for i, m := range conv.Messages {
+		resp.Messages[i] = conversation{Role: m.Role, Content: m.Content}
+		if !m.At.IsZero() {
+			resp.Messages[i].At = &m.At
+		}
+	}
+	if !conv.UpdatedAt.IsZero() {
+		resp.UpdatedAt = &conv.UpdatedAt
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) deleteConversation(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.chat(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := s.withTimeout(r)
+	defer cancel()
+	if err := c.Forget(ctx, r.PathValue("userId")); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		if err := s.cfg.Ready(ctx); err != nil {
+			s.writeError(w, r, &agentd.Error{Kind: agentd.KindStorageUnavailable, Op: "readyz", Message: "not ready: " + err.Error(), Err: err})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
