@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/agentd/agentd"
@@ -82,6 +83,10 @@ type TurnResult struct {
 	Turns   int          `json:"turns"` // messages stored after this turn
 	Usage   agentd.Usage `json:"usage"`
 	Model   string       `json:"model"`
+	// ModelLatency is the model call's own time, so callers can tell the
+	// runtime's overhead from the model's (the server sends it as
+	// Server-Timing).
+	ModelLatency time.Duration `json:"-"`
 }
 
 // ValidateUserID checks a user id: it becomes part of a KV key.
@@ -151,7 +156,7 @@ func (c *Chat) Turn(ctx context.Context, userID, message string) (TurnResult, er
 	if model == "" {
 		model = resp.Model
 	}
-	return TurnResult{Message: answer, UserID: userID, Turns: conv.Turns(), Usage: resp.Usage, Model: model}, nil
+	return TurnResult{Message: answer, UserID: userID, Turns: conv.Turns(), Usage: resp.Usage, Model: model, ModelLatency: resp.Latency}, nil
 }
 
 // call sends the conversation to the model and audits the call, whatever

@@ -185,6 +185,9 @@ func TestChatRemembersTheConversation(t *testing.T) {
 	if r.body["message"] != "Sorry to hear that. What is your order number?" || r.body["userId"] != "u1" || r.body["turns"] != float64(2) {
 		t.Fatalf("first turn body = %s", r.raw)
 	}
+	if st := r.header.Get("Server-Timing"); !strings.HasPrefix(st, "model;dur=") || !strings.Contains(st, ", total;dur=") {
+		t.Fatalf("Server-Timing = %q", st)
+	}
 	usage := r.body["usage"].(map[string]any)
 	if usage["input_tokens"].(float64) <= 0 || usage["output_tokens"].(float64) <= 0 {
 		t.Fatalf("usage not reported: %s", r.raw)

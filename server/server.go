@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -138,11 +139,15 @@ func (s *Server) chatTurn(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.withTimeout(r)
 	defer cancel()
+	start := time.Now()
 	res, err := c.Turn(ctx, *req.UserID, *req.Message)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	// Server-Timing splits the turn into the model's time and the total, so
+	// a client (or agentd bench) can see the runtime's own overhead.
+	w.Header().Set("Server-Timing", fmt.Sprintf("model;dur=%.3f, total;dur=%.3f", ms(res.ModelLatency), ms(time.Since(start))))
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -215,3 +220,5 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
