@@ -46,3 +46,17 @@ func (r *Rows) Maps() []map[string]any {
 	}
 	return out
 }
+
+type noCacheKey struct{}
+
+// WithoutQueryCache marks ctx so that queries made with it bypass a DB
+// backend's query cache (for reads that must see the latest write).
+func WithoutQueryCache(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noCacheKey{}, true)
+}
+
+// QueryCacheDisabled reports whether ctx was marked by WithoutQueryCache.
+func QueryCacheDisabled(ctx context.Context) bool {
+	v, _ := ctx.Value(noCacheKey{}).(bool)
+	return v
+}
