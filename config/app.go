@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/agent"
-	"github.com/agentd/agentd/coord"
 	"github.com/agentd/agentd/memory"
 	"github.com/agentd/agentd/model/anthropic"
 	"github.com/agentd/agentd/model/anthropictest"
@@ -92,7 +90,7 @@ func Open(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 		return nil, fmt.Errorf("blob %s: %w", app.URLs.Blob, err)
 	}
 	app.closers = append(app.closers, func(context.Context) error { return app.Blob.Close() })
-	if app.DB, err = store.OpenDB(ctx, app.URLs.DB, cfg.Dir); err != nil {
+	if app.DB, err = store.OpenDB(ctx, app.URLs.DB, cfg.Dir, clock, logger); err != nil {
 		return nil, fmt.Errorf("db %s: %w", app.URLs.DB, err)
 	}
 	app.closers = append(app.closers, func(context.Context) error { return app.DB.Close() })
@@ -112,7 +110,8 @@ func Open(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 		logger.Warn("no API key configured: agents will answer 503 model_unavailable until ANTHROPIC_API_KEY is set")
 	}
 
-	locks := coord.NewLocal()
+	locks, releaseLocks := store.LockerFor(app.KV)
+	app.closers = append(app.closers, func(context.Context) error { return releaseLocks() })
 	for _, a := range cfg.Agents {
 		if a.Kind != "chat" {
 			continue
@@ -144,13 +143,13 @@ func Open(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 // dev, keeps every store embedded.
 func StoreURLs(b Bindings, dev bool, getenv func(string) string) Bindings {
 	if dev {
-		if !embedded(b.KV) {
+		if !store.Embedded(b.KV) {
 			b.KV = DefaultKVURL
 		}
-		if !embedded(b.Blob) {
+		if !store.Embedded(b.Blob) {
 			b.Blob = DefaultBlobURL
 		}
-		if !embedded(b.DB) {
+		if !store.Embedded(b.DB) {
 			b.DB = DefaultDBURL
 		}
 		return b
@@ -161,15 +160,6 @@ func StoreURLs(b Bindings, dev bool, getenv func(string) string) Bindings {
 		}
 	}
 	return b
-}
-
-func embedded(url string) bool {
-	for _, s := range []string{"bolt://", "file://", "sqlite://"} {
-		if strings.HasPrefix(url, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // newModel picks what answers the agents.

@@ -13,7 +13,7 @@ import (
 	"github.com/agentd/agentd/store/bolt"
 )
 
-func openStore(t *testing.T, opts memory.Options) (*memory.Store, agentd.KV) {
+func openStore(t testing.TB, opts memory.Options) (*memory.Store, agentd.KV) {
 	t.Helper()
 	kv, err := bolt.Open(filepath.Join(t.TempDir(), "kv.db"), bolt.WithClock(opts.Clock), bolt.WithSweepInterval(0))
 	if err != nil {
