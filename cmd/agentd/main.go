@@ -83,7 +83,7 @@ func (e *env) rootCmd() *cobra.Command {
 	root.SetIn(e.stdin)
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
-	root.AddCommand(e.devCmd(), e.serveCmd(), e.initCmd(), e.checkCmd(), e.kvCmd(), e.blobCmd(), e.versionCmd())
+	root.AddCommand(e.devCmd(), e.serveCmd(), e.initCmd(), e.checkCmd(), e.kvCmd(), e.blobCmd(), e.benchCmd(), e.versionCmd())
 	return root
 }
 
