@@ -2,6 +2,7 @@ package agentd
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"time"
 )
@@ -31,7 +32,27 @@ const (
 	BlockDocument BlockType = "document" // a PDF, sent as base64 Data with MediaType application/pdf
 	BlockImage    BlockType = "image"    // base64 Data with an image MediaType
 	BlockToolUse  BlockType = "tool_use"
+	// BlockToolResult answers a tool_use of the previous assistant message:
+	// ToolUseID names it, Text is the result, IsError marks a failure.
+	BlockToolResult BlockType = "tool_result"
 )
+
+// CacheTTL is how long a prompt-cache entry lives after its last use.
+type CacheTTL string
+
+// The cache lifetimes the API offers. A write costs 1.25× the input price
+// for 5 minutes and 2× for an hour; a read costs 0.1×.
+const (
+	CacheTTL5m CacheTTL = "5m"
+	CacheTTL1h CacheTTL = "1h"
+)
+
+// CacheControl marks the end of a cacheable prefix (a breakpoint): the
+// request up to and including the marked block or tool is written to, or
+// read from, the prompt cache. The API allows at most 4 per request.
+type CacheControl struct {
+	TTL CacheTTL // "" means CacheTTL5m
+}
 
 // Block is one piece of a message's content.
 type Block struct {
@@ -39,10 +60,15 @@ type Block struct {
 	Text      string // text blocks
 	MediaType string // document and image blocks
 	Data      []byte // document and image blocks, raw bytes
-	// Tool use (in answers).
+	// Tool use (in answers, and echoed back in the history): ToolUseID,
+	// ToolName and ToolInput. Tool result: ToolUseID, Text and IsError.
 	ToolUseID string
 	ToolName  string
 	ToolInput []byte // JSON
+	IsError   bool
+
+	// Cache, when set, makes this block a prompt-cache breakpoint.
+	Cache *CacheControl
 }
 
 // TextBlock returns a text block.
@@ -54,12 +80,55 @@ type Message struct {
 	Content []Block
 }
 
+// Tool is a tool the model may call, described by a JSON Schema of its
+// input.
+type Tool struct {
+	Name        string
+	Description string
+	InputSchema json.RawMessage // a JSON Schema object
+	// Cache, when set, makes the tool definitions up to this one a
+	// prompt-cache breakpoint (tools come first in the cached prefix).
+	Cache *CacheControl
+}
+
+// ToolChoiceType says whether and how the model must call a tool.
+type ToolChoiceType string
+
+// The tool choices of the API.
+const (
+	ToolChoiceAuto ToolChoiceType = "auto" // the model decides (the API's default with tools)
+	ToolChoiceAny  ToolChoiceType = "any"  // the model must call some tool
+	ToolChoiceTool ToolChoiceType = "tool" // the model must call the tool named Name
+	ToolChoiceNone ToolChoiceType = "none" // the model must not call a tool
+)
+
+// ToolChoice is the tool_choice of a request. The zero value leaves it to
+// the API.
+type ToolChoice struct {
+	Type ToolChoiceType
+	Name string // with ToolChoiceTool
+	// DisableParallelToolUse makes the model call at most one tool.
+	DisableParallelToolUse bool
+}
+
 // ModelRequest is one call to the model.
 type ModelRequest struct {
-	Model     string
-	System    string
-	Messages  []Message
-	MaxTokens int
+	Model string
+	// System is the system prompt: text blocks, sent in order. Several
+	// blocks let a static part carry a cache breakpoint of its own.
+	System     []Block
+	Messages   []Message
+	MaxTokens  int
+	Tools      []Tool
+	ToolChoice ToolChoice
+}
+
+// SystemText returns a system prompt of one text block, or none for "".
+func SystemText(s string) []Block {
+	if s == "" {
+		return nil
+	}
+	return []Block{TextBlock(s)}
 }
 
 // Usage counts the tokens of one call.
@@ -89,6 +158,16 @@ type ModelResponse struct {
 	Usage      Usage
 	Latency    time.Duration // from sending the request to reading the whole answer
 	RequestID  string        // the API's request-id header, for support tickets
+}
+
+// ToolUse returns the first tool_use block of the answer, if any.
+func (r ModelResponse) ToolUse() (Block, bool) {
+	for _, c := range r.Content {
+		if c.Type == BlockToolUse {
+			return c, true
+		}
+	}
+	return Block{}, false
 }
 
 // Text joins the text blocks of the answer.

@@ -164,7 +164,7 @@ func (c *Chat) Turn(ctx context.Context, userID, message string) (TurnResult, er
 func (c *Chat) call(ctx context.Context, userID string, history []memory.Entry) (agentd.ModelResponse, error) {
 	req := agentd.ModelRequest{
 		Model:     c.cfg.Model,
-		System:    c.cfg.System,
+		System:    agentd.SystemText(c.cfg.System),
 		MaxTokens: c.cfg.MaxTokens,
 		Messages:  make([]agentd.Message, len(history)),
 	}

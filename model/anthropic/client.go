@@ -31,6 +31,7 @@ import (
 
 	sdk "github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
+	"github.com/anthropics/anthropic-sdk-go/v2/packages/param"
 
 	"github.com/agentd/agentd"
 )
@@ -196,8 +197,11 @@ func (c *Client) stream(ctx context.Context, params sdk.MessageNewParams, raw **
 // sent at all is refused here (KindInvalid); the API judges the rest.
 func toParams(req agentd.ModelRequest) (sdk.MessageNewParams, error) {
 	p := sdk.MessageNewParams{Model: req.Model, MaxTokens: int64(req.MaxTokens)}
-	if req.System != "" {
-		p.System = []sdk.TextBlockParam{{Text: req.System}}
+	for i, b := range req.System {
+		if b.Type != agentd.BlockText {
+			return p, agentd.InvalidField(op, fmt.Sprintf("system[%d]", i), "a system block must be text, not %q", b.Type)
+		}
+		p.System = append(p.System, sdk.TextBlockParam{Text: b.Text, CacheControl: cacheControl(b.Cache)})
 	}
 	for i, m := range req.Messages {
 		blocks := make([]sdk.ContentBlockParamUnion, 0, len(m.Content))
@@ -217,10 +221,104 @@ func toParams(req agentd.ModelRequest) (sdk.MessageNewParams, error) {
 			return p, agentd.InvalidField(op, fmt.Sprintf("messages[%d].role", i), "unknown role %q", m.Role)
 		}
 	}
+	for i, t := range req.Tools {
+		tp, err := toTool(t)
+		if err != nil {
+			return p, agentd.InvalidField(op, fmt.Sprintf("tools[%d]", i), "%v", err)
+		}
+		p.Tools = append(p.Tools, sdk.ToolUnionParam{OfTool: tp})
+	}
+	tc, err := toToolChoice(req.ToolChoice)
+	if err != nil {
+		return p, agentd.InvalidField(op, "tool_choice", "%v", err)
+	}
+	p.ToolChoice = tc
 	return p, nil
 }
 
+// cacheControl converts a breakpoint; nil is the zero value, which the SDK
+// leaves out of the request.
+func cacheControl(c *agentd.CacheControl) sdk.CacheControlEphemeralParam {
+	if c == nil {
+		return sdk.CacheControlEphemeralParam{}
+	}
+	cc := sdk.NewCacheControlEphemeralParam()
+	if c.TTL == agentd.CacheTTL1h {
+		cc.TTL = sdk.CacheControlEphemeralTTLTTL1h
+	} else {
+		cc.TTL = sdk.CacheControlEphemeralTTLTTL5m
+	}
+	return cc
+}
+
+// toTool converts a tool definition. The input schema is sent as given:
+// the SDK's typed schema knows only properties and required, and an output
+// schema uses more of JSON Schema than that.
+func toTool(t agentd.Tool) (*sdk.ToolParam, error) {
+	if t.Name == "" {
+		return nil, errors.New("a tool needs a name")
+	}
+	schema := t.InputSchema
+	if len(schema) == 0 {
+		schema = []byte(`{"type":"object"}`)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(schema, &obj); err != nil {
+		return nil, errors.New("the input schema must be a JSON object")
+	}
+	tp := &sdk.ToolParam{
+		Name:         t.Name,
+		InputSchema:  param.Override[sdk.ToolInputSchemaParam](json.RawMessage(schema)),
+		CacheControl: cacheControl(t.Cache),
+	}
+	if t.Description != "" {
+		tp.Description = sdk.String(t.Description)
+	}
+	return tp, nil
+}
+
+func toToolChoice(c agentd.ToolChoice) (sdk.ToolChoiceUnionParam, error) {
+	var u sdk.ToolChoiceUnionParam
+	disable := param.Opt[bool]{}
+	if c.DisableParallelToolUse {
+		disable = sdk.Bool(true)
+	}
+	switch c.Type {
+	case "":
+		if c.Name != "" || c.DisableParallelToolUse {
+			return u, errors.New("a tool choice needs a type")
+		}
+	case agentd.ToolChoiceAuto:
+		u.OfAuto = &sdk.ToolChoiceAutoParam{DisableParallelToolUse: disable}
+	case agentd.ToolChoiceAny:
+		u.OfAny = &sdk.ToolChoiceAnyParam{DisableParallelToolUse: disable}
+	case agentd.ToolChoiceTool:
+		if c.Name == "" {
+			return u, errors.New("a tool choice of type tool needs the tool's name")
+		}
+		u.OfTool = &sdk.ToolChoiceToolParam{Name: c.Name, DisableParallelToolUse: disable}
+	case agentd.ToolChoiceNone:
+		u.OfNone = &sdk.ToolChoiceNoneParam{}
+	default:
+		return u, fmt.Errorf("unknown tool choice %q", c.Type)
+	}
+	return u, nil
+}
+
 func toBlock(b agentd.Block) (sdk.ContentBlockParamUnion, error) {
+	cb, err := toBlockContent(b)
+	if err != nil {
+		return cb, err
+	}
+	if b.Cache != nil {
+		if cc := cb.GetCacheControl(); cc != nil {
+			*cc = cacheControl(b.Cache)
+		}
+	}
+	return cb, nil
+}
+
+func toBlockContent(b agentd.Block) (sdk.ContentBlockParamUnion, error) {
 	switch b.Type {
 	case agentd.BlockText:
 		return sdk.NewTextBlock(b.Text), nil
@@ -247,6 +345,11 @@ func toBlock(b agentd.Block) (sdk.ContentBlockParamUnion, error) {
 			return sdk.ContentBlockParamUnion{}, errors.New("the tool input is not valid JSON")
 		}
 		return sdk.NewToolUseBlock(b.ToolUseID, json.RawMessage(input), b.ToolName), nil
+	case agentd.BlockToolResult:
+		if b.ToolUseID == "" {
+			return sdk.ContentBlockParamUnion{}, errors.New("a tool result needs the id of the tool use it answers")
+		}
+		return sdk.NewToolResultBlock(b.ToolUseID, b.Text, b.IsError), nil
 	}
 	return sdk.ContentBlockParamUnion{}, fmt.Errorf("unknown block type %q", b.Type)
 }

@@ -69,7 +69,7 @@ func TestGenerateText(t *testing.T) {
 
 	req := agentd.ModelRequest{
 		Model:     "claude-sonnet-4-5",
-		System:    "Be brief.",
+		System:    agentd.SystemText("Be brief."),
 		MaxTokens: 200,
 		Messages: []agentd.Message{
 			user(agentd.TextBlock("hi")),
@@ -222,16 +222,106 @@ func TestGenerateToolUse(t *testing.T) {
 		t.Errorf("input = %s (%v)", tu.ToolInput, err)
 	}
 
-	// The tool_use goes back in an assistant turn as it came.
+	// The tool_use goes back in an assistant turn as it came. Left
+	// unanswered by a tool_result, the API refuses it.
 	_, err = c.Generate(t.Context(), request(user(agentd.TextBlock("Weather in Paris?")), agentd.Message{Role: agentd.RoleAssistant, Content: resp.Content}))
-	// agentd has no tool_result block yet, so the API refuses an unanswered
-	// tool_use; what matters here is what was sent.
 	if agentd.KindOf(err) != agentd.KindModelError {
 		t.Errorf("unanswered tool_use: %v", err)
 	}
 	sent := f.Requests()[1].Messages[1].Content[1]
 	if sent.Type != "tool_use" || sent.ID != tu.ToolUseID || sent.Name != "get_weather" || string(sent.Input) != string(tu.ToolInput) {
 		t.Errorf("tool_use sent back = %+v", sent)
+	}
+}
+
+// Tools with their schemas, a forced tool choice, a tool result answering a
+// tool use, and cache breakpoints on tools, system and message blocks all
+// reach the wire as the API expects them.
+func TestGenerateToolsChoiceResultsAndCache(t *testing.T) {
+	c, f := start(t, anthropic.Config{})
+	f.Enqueue(anthropictest.ToolUse("decide", map[string]any{"sentiment": "negative"}))
+	schema := `{"type":"object","properties":{"sentiment":{"type":"string","enum":["positive","negative"]}},"required":["sentiment"],"additionalProperties":false}`
+	req := agentd.ModelRequest{
+		Model:     "claude-sonnet-4-5",
+		MaxTokens: 300,
+		System: []agentd.Block{
+			{Type: agentd.BlockText, Text: "You triage tickets.", Cache: &agentd.CacheControl{TTL: agentd.CacheTTL1h}},
+			agentd.TextBlock("Today is Friday."),
+		},
+		Tools:      []agentd.Tool{{Name: "decide", Description: "Record the decision.", InputSchema: json.RawMessage(schema), Cache: &agentd.CacheControl{}}},
+		ToolChoice: agentd.ToolChoice{Type: agentd.ToolChoiceTool, Name: "decide", DisableParallelToolUse: true},
+		Messages: []agentd.Message{
+			user(agentd.TextBlock("Ticket: it broke.")),
+			{Role: agentd.RoleAssistant, Content: []agentd.Block{{Type: agentd.BlockToolUse, ToolUseID: "toolu_1", ToolName: "decide", ToolInput: []byte(`{"sentiment":"angry"}`)}}},
+			user(agentd.Block{Type: agentd.BlockToolResult, ToolUseID: "toolu_1", Text: "sentiment must be one of positive, negative", IsError: true},
+				agentd.Block{Type: agentd.BlockText, Text: "Try again.", Cache: &agentd.CacheControl{TTL: agentd.CacheTTL5m}}),
+		},
+	}
+	resp, err := c.Generate(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tu, ok := resp.ToolUse(); !ok || tu.ToolName != "decide" || string(tu.ToolInput) != `{"sentiment":"negative"}` {
+		t.Errorf("tool use = %+v, %v", tu, ok)
+	}
+	r := f.Requests()[0]
+	if len(r.Tools) != 1 || r.Tools[0].Name != "decide" || r.Tools[0].Description != "Record the decision." {
+		t.Fatalf("tools = %+v", r.Tools)
+	}
+	var gotSchema, wantSchema any
+	_ = json.Unmarshal(r.Tools[0].InputSchema, &gotSchema)
+	_ = json.Unmarshal([]byte(schema), &wantSchema)
+	if fmt.Sprint(gotSchema) != fmt.Sprint(wantSchema) {
+		t.Errorf("input_schema = %s, want %s", r.Tools[0].InputSchema, schema)
+	}
+	if cc := r.Tools[0].CacheControl; cc == nil || cc.Type != "ephemeral" || (cc.TTL != "" && cc.TTL != "5m") {
+		t.Errorf("tool cache_control = %+v", cc)
+	}
+	if tc := r.ToolChoice; tc == nil || tc.Type != "tool" || tc.Name != "decide" || !tc.DisableParallelToolUse {
+		t.Errorf("tool_choice = %+v", tc)
+	}
+	if len(r.System) != 2 || r.System[0].CacheControl == nil || r.System[0].CacheControl.TTL != "1h" || r.System[1].CacheControl != nil {
+		t.Errorf("system = %+v", r.System)
+	}
+	last := r.Messages[2].Content
+	if len(last) != 2 || last[0].Type != "tool_result" || last[0].ToolUseID != "toolu_1" || !last[0].IsError ||
+		len(last[0].Content) != 1 || last[0].Content[0].Text != "sentiment must be one of positive, negative" {
+		t.Errorf("tool result = %+v", last)
+	}
+	if last[0].CacheControl != nil || last[1].CacheControl == nil || last[1].CacheControl.TTL != "5m" {
+		t.Errorf("message cache_control = %+v / %+v", last[0].CacheControl, last[1].CacheControl)
+	}
+}
+
+func TestGenerateRefusesBadToolsAndChoices(t *testing.T) {
+	c, f := start(t, anthropic.Config{})
+	for name, tc := range map[string]struct {
+		req   func(*agentd.ModelRequest)
+		field string
+	}{
+		"tool without name": {func(r *agentd.ModelRequest) { r.Tools = []agentd.Tool{{InputSchema: json.RawMessage(`{}`)}} }, "tools[0]"},
+		"schema not object": {func(r *agentd.ModelRequest) {
+			r.Tools = []agentd.Tool{{Name: "x", InputSchema: json.RawMessage(`[1]`)}}
+		}, "tools[0]"},
+		"choice tool no name": {func(r *agentd.ModelRequest) { r.ToolChoice = agentd.ToolChoice{Type: agentd.ToolChoiceTool} }, "tool_choice"},
+		"choice unknown":      {func(r *agentd.ModelRequest) { r.ToolChoice = agentd.ToolChoice{Type: "maybe"} }, "tool_choice"},
+		"system not text":     {func(r *agentd.ModelRequest) { r.System = []agentd.Block{{Type: agentd.BlockImage}} }, "system[0]"},
+		"result without id": {func(r *agentd.ModelRequest) {
+			r.Messages = []agentd.Message{user(agentd.Block{Type: agentd.BlockToolResult, Text: "x"})}
+		}, "messages[0].content[0]"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			req := request(user(agentd.TextBlock("hi")))
+			tc.req(&req)
+			_, err := c.Generate(t.Context(), req)
+			var ae *agentd.Error
+			if !errors.As(err, &ae) || ae.Kind != agentd.KindInvalid || ae.Field != tc.field {
+				t.Errorf("err = %v, want invalid %s", err, tc.field)
+			}
+		})
+	}
+	if n := len(f.Requests()); n != 0 {
+		t.Errorf("%d requests sent", n)
 	}
 }
 
