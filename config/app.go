@@ -12,6 +12,7 @@ import (
 	"github.com/agentd/agentd/memory"
 	"github.com/agentd/agentd/model/anthropic"
 	"github.com/agentd/agentd/model/anthropictest"
+	"github.com/agentd/agentd/server"
 	"github.com/agentd/agentd/store"
 	"github.com/agentd/agentd/store/migrate"
 	"github.com/agentd/agentd/telemetry"
@@ -201,6 +202,18 @@ type unavailableModel struct{}
 
 func (unavailableModel) Generate(context.Context, agentd.ModelRequest) (agentd.ModelResponse, error) {
 	return agentd.ModelResponse{}, agentd.Errorf(agentd.KindModelUnavailable, "model", "no API key configured: set ANTHROPIC_API_KEY and restart")
+}
+
+// ServerConfig is the configuration of the HTTP API that serves the app:
+// its agents, the project's limits, and its readiness check.
+func (a *App) ServerConfig(logger *slog.Logger) server.Config {
+	return server.Config{
+		Chats:          a.Chats,
+		MaxBodyBytes:   a.Config.Server.MaxBodyBytes,
+		RequestTimeout: a.Config.Server.RequestTimeout.Duration,
+		Logger:         logger,
+		Ready:          a.Ready,
+	}
 }
 
 // Ready checks that every store answers.

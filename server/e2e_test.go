@@ -83,11 +83,7 @@ system = "prompts/support.md"
 	if err != nil {
 		t.Fatalf("config.Open: %v", err)
 	}
-	srv := httptest.NewServer(server.New(app.Chats, server.Config{
-		MaxBodyBytes:   cfg.Server.MaxBodyBytes,
-		RequestTimeout: cfg.Server.RequestTimeout.Duration,
-		Ready:          app.Ready,
-	}))
+	srv := httptest.NewServer(server.New(app.ServerConfig(nil)))
 	t.Cleanup(func() {
 		srv.Close()
 		if err := app.Close(context.Background()); err != nil {

@@ -13,8 +13,10 @@ import (
 	"github.com/agentd/agentd/agent"
 )
 
-// Config configures a Server.
+// Config configures a Server: the agents it serves and its limits.
 type Config struct {
+	Chats map[string]*agent.Chat // the chat agents, by name
+
 	MaxBodyBytes   int64         // request bodies over this are refused with 413
 	RequestTimeout time.Duration // 0: none beyond the client's
 	Logger         *slog.Logger
@@ -30,12 +32,12 @@ type Server struct {
 	mux    *http.ServeMux
 }
 
-// New returns a Server for the agents.
-func New(chats map[string]*agent.Chat, cfg Config) *Server {
+// New returns a Server for the agents of cfg.
+func New(cfg Config) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
-	s := &Server{chats: chats, cfg: cfg, logger: cfg.Logger, mux: http.NewServeMux()}
+	s := &Server{chats: cfg.Chats, cfg: cfg, logger: cfg.Logger, mux: http.NewServeMux()}
 	if s.logger == nil {
 		s.logger = discardLogger()
 	}

@@ -60,12 +60,7 @@ func (e *env) serveApp(ctx context.Context, app *config.App, addr string, logger
 		defer cancel()
 		err = errors.Join(err, app.Close(closeCtx))
 	}()
-	handler := server.New(app.Chats, server.Config{
-		MaxBodyBytes:   app.Config.Server.MaxBodyBytes,
-		RequestTimeout: app.Config.Server.RequestTimeout.Duration,
-		Logger:         logger,
-		Ready:          app.Ready,
-	})
+	handler := server.New(app.ServerConfig(logger))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
