@@ -1,7 +1,10 @@
 package postgres
 
 import (
+	"context"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/agentd/agentd"
 )
@@ -75,4 +78,42 @@ func BenchmarkQueryCachedParallel(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// BenchmarkQueryLatencyHitVsRoundTrip times each query of one run, cache
+// hits and round trips to Postgres interleaved so both see the same
+// machine, and reports their p50 and p99 and the ratio of the medians:
+//
+//	go test -run X -bench QueryLatency -benchtime 20000x ./store/postgres/
+func BenchmarkQueryLatencyHitVsRoundTrip(b *testing.B) {
+	db := openBench(b)
+	cached, uncached := b.Context(), agentd.WithoutQueryCache(b.Context())
+	if _, err := db.Query(cached, benchQuery, 42); err != nil {
+		b.Fatal(err)
+	}
+	var hits, trips []time.Duration
+	for b.Loop() {
+		for _, ctx := range []context.Context{cached, uncached} {
+			start := time.Now()
+			rows, err := db.Query(ctx, benchQuery, 42)
+			d := time.Since(start)
+			if err != nil || len(rows.Values) != 1 {
+				b.Fatal(rows, err)
+			}
+			if ctx == cached {
+				hits = append(hits, d)
+			} else {
+				trips = append(trips, d)
+			}
+		}
+	}
+	pct := func(ds []time.Duration, q float64) float64 {
+		slices.Sort(ds)
+		return float64(ds[min(len(ds)-1, int(q*float64(len(ds))))].Nanoseconds())
+	}
+	b.ReportMetric(pct(hits, 0.50), "hit-p50-ns")
+	b.ReportMetric(pct(hits, 0.99), "hit-p99-ns")
+	b.ReportMetric(pct(trips, 0.50), "roundtrip-p50-ns")
+	b.ReportMetric(pct(trips, 0.99), "roundtrip-p99-ns")
+	b.ReportMetric(pct(trips, 0.50)/pct(hits, 0.50), "p50-ratio")
 }
