@@ -23,9 +23,13 @@ const (
 	KindConflict           Kind = "conflict"             // 409: a version or state changed underneath
 	KindPreconditionFailed Kind = "precondition_failed"  // 412: a conditional read or write did not hold
 	KindTooLarge           Kind = "too_large"            // 413
-	KindRateLimited        Kind = "rate_limited"         // 429
+	KindRateLimited        Kind = "rate_limited"         // 429: a request rate limit, ours or the model API's
+	KindBudgetExceeded     Kind = "budget_exceeded"      // 429: a token or money budget is spent until it resets
 	KindInternal           Kind = "internal_error"       // 500: a bug or an unclassified failure
 	KindModelError         Kind = "model_error"          // 502: the model answered, but not usefully
+	KindInvalidModelOutput Kind = "invalid_model_output" // 502: the model's answer broke the output schema, even after a repair
+	KindLoopLimit          Kind = "loop_limit"           // 502: a request needed more model steps or tokens than its agent allows
+	KindEffectFailed       Kind = "effect_failed"        // 502: a decision was recorded but one of its side effects failed; retrying finishes it
 	KindModelUnavailable   Kind = "model_unavailable"    // 503: the model could not be reached or is overloaded
 	KindStorageUnavailable Kind = "storage_unavailable"  // 503: a store could not be reached
 	KindTimeout            Kind = "timeout"              // 504: the request ran out of time, e.g. waiting for its conversation
@@ -50,9 +54,9 @@ func (k Kind) HTTPStatus() int {
 		return http.StatusPreconditionFailed
 	case KindTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case KindRateLimited:
+	case KindRateLimited, KindBudgetExceeded:
 		return http.StatusTooManyRequests
-	case KindModelError:
+	case KindModelError, KindInvalidModelOutput, KindLoopLimit, KindEffectFailed:
 		return http.StatusBadGateway
 	case KindModelUnavailable, KindStorageUnavailable:
 		return http.StatusServiceUnavailable
@@ -81,6 +85,12 @@ type Error struct {
 	Err        error  // the cause
 	Upstream   *Upstream
 	RetryAfter time.Duration // when the caller may retry (rate limits), if known
+	// ResetAt is when a spent budget is available again (KindBudgetExceeded).
+	ResetAt time.Time
+	// Violations lists every rule a value broke (a JSON Schema's, for input
+	// or model output), each as "path: message", for the client to fix all
+	// at once.
+	Violations []string
 }
 
 func (e *Error) Error() string {

@@ -7,9 +7,11 @@ import (
 	"time"
 )
 
-// Model is a Claude-like model: one request in, one whole answer out.
-// model/anthropic implements it over the official SDK; the rest of agentd
-// speaks only these types, never the SDK's.
+// Model is a Claude-like model: one request in, one whole answer out (and,
+// when the request asks for it, the answer's text as it is generated).
+// model/anthropic implements it over the official SDK; layers such as
+// retries and circuit breakers wrap it; the rest of agentd speaks only these
+// types, never the SDK's.
 type Model interface {
 	Generate(ctx context.Context, req ModelRequest) (ModelResponse, error)
 }
@@ -66,6 +68,8 @@ type Block struct {
 	ToolName  string
 	ToolInput []byte // JSON
 	IsError   bool
+	// Title names a document block for the model (e.g. its blob key).
+	Title string
 
 	// Cache, when set, makes this block a prompt-cache breakpoint.
 	Cache *CacheControl
@@ -121,6 +125,13 @@ type ModelRequest struct {
 	MaxTokens  int
 	Tools      []Tool
 	ToolChoice ToolChoice
+
+	// OnTextDelta, when set, asks for the answer to be streamed: it is
+	// called with each piece of answer text as it arrives, in order, from
+	// the goroutine that called Generate, before Generate returns the whole
+	// answer. A layer that retries failed calls must not retry one that has
+	// already passed a delta on: the receiver has seen part of an answer.
+	OnTextDelta func(text string)
 }
 
 // SystemText returns a system prompt of one text block, or none for "".
@@ -137,16 +148,26 @@ type Usage struct {
 	OutputTokens             int64 `json:"output_tokens"`
 	CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
 	CacheReadInputTokens     int64 `json:"cache_read_input_tokens"`
+	// CacheCreation1hInputTokens is the part of CacheCreationInputTokens
+	// written with the 1-hour TTL, which costs more than the 5-minute one.
+	CacheCreation1hInputTokens int64 `json:"cache_creation_1h_input_tokens,omitempty"`
 }
 
 // Add returns the sum of two usages.
 func (u Usage) Add(v Usage) Usage {
 	return Usage{
-		InputTokens:              u.InputTokens + v.InputTokens,
-		OutputTokens:             u.OutputTokens + v.OutputTokens,
-		CacheCreationInputTokens: u.CacheCreationInputTokens + v.CacheCreationInputTokens,
-		CacheReadInputTokens:     u.CacheReadInputTokens + v.CacheReadInputTokens,
+		InputTokens:                u.InputTokens + v.InputTokens,
+		OutputTokens:               u.OutputTokens + v.OutputTokens,
+		CacheCreationInputTokens:   u.CacheCreationInputTokens + v.CacheCreationInputTokens,
+		CacheReadInputTokens:       u.CacheReadInputTokens + v.CacheReadInputTokens,
+		CacheCreation1hInputTokens: u.CacheCreation1hInputTokens + v.CacheCreation1hInputTokens,
 	}
+}
+
+// Total is every token the call processed: input, cache writes and reads,
+// and output. Token budgets count this.
+func (u Usage) Total() int64 {
+	return u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens + u.OutputTokens
 }
 
 // ModelResponse is the model's whole answer to one call.
