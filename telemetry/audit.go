@@ -15,15 +15,16 @@ import (
 	"github.com/google/uuid"
 )
 
-// AuditEvent is one audited action, today a call to the model.
+// AuditEvent is one audited action, today a call to the model (Kind
+// "model_call", "repair" or "compaction"), answered by it or by a stand-in.
 type AuditEvent struct {
 	ID      string    // set by Record when empty: a UUIDv7, so ids sort by time
 	Time    time.Time // set by Record when zero; stored with nanosecond precision
 	Agent   string
 	UserID  string
-	Kind    string // what happened: "model_call"
+	Kind    string // what happened: "model_call", "repair", "compaction"
 	Model   string
-	Usage   agentd.Usage
+	Usage   agentd.Usage  // CacheCreation1hInputTokens included
 	Latency time.Duration // stored with microsecond precision
 	Outcome string        // "ok", or the error kind or type
 	// Error is a short message for a failed call. It must never carry
@@ -31,6 +32,15 @@ type AuditEvent struct {
 	Error     string
 	RequestID string // the upstream API's request id, for support tickets
 	Attempts  int    // calls made to the model, retries included
+	// CostNanoUSD is what the call cost, in nanodollars (Pricing.Cost); 0
+	// for a model of unknown price or an answer that cost nothing.
+	CostNanoUSD int64
+	// RetryWait is the total backoff slept between the call's attempts
+	// (agentd.CallTrace.Waited), stored with microsecond precision.
+	RetryWait time.Duration
+	// Source is what answered: "model", "fallback_model", "cache", "rules"
+	// or "canned"; "" when nothing did or it was not said.
+	Source string
 }
 
 // AuditFilter selects events for Query. Zero fields do not filter.
@@ -68,9 +78,10 @@ const (
 
 // auditColumns are the columns of audit_events, in the order of eventArgs.
 const auditColumns = "id, at, agent, user_id, kind, model, input_tokens, output_tokens, " +
-	"cache_creation_input_tokens, cache_read_input_tokens, latency_us, outcome, error, request_id, attempts"
+	"cache_creation_input_tokens, cache_read_input_tokens, latency_us, outcome, error, request_id, attempts, " +
+	"cache_creation_1h_input_tokens, cost_nusd, retry_wait_us, source"
 
-const numAuditColumns = 15
+const numAuditColumns = 19
 
 // Auditor writes audit events to a database in the background. It is safe
 // for concurrent use. It does not own the database: Close stops the Auditor,
@@ -437,6 +448,7 @@ func eventArgs(ev AuditEvent) []any {
 		ev.ID, ev.Time.UnixNano(), ev.Agent, ev.UserID, ev.Kind, ev.Model,
 		ev.Usage.InputTokens, ev.Usage.OutputTokens, ev.Usage.CacheCreationInputTokens, ev.Usage.CacheReadInputTokens,
 		ev.Latency.Microseconds(), ev.Outcome, ev.Error, ev.RequestID, int64(ev.Attempts),
+		ev.Usage.CacheCreation1hInputTokens, ev.CostNanoUSD, ev.RetryWait.Microseconds(), ev.Source,
 	}
 }
 
@@ -499,16 +511,23 @@ func scanEvent(r []any) (AuditEvent, error) {
 	}
 	s := scanner{row: r}
 	ev := AuditEvent{
-		ID:      s.str(0),
-		Time:    time.Unix(0, s.int(1)).UTC(),
-		Agent:   s.str(2),
-		UserID:  s.str(3),
-		Kind:    s.str(4),
-		Model:   s.str(5),
-		Usage:   agentd.Usage{InputTokens: s.int(6), OutputTokens: s.int(7), CacheCreationInputTokens: s.int(8), CacheReadInputTokens: s.int(9)},
+		ID:     s.str(0),
+		Time:   time.Unix(0, s.int(1)).UTC(),
+		Agent:  s.str(2),
+		UserID: s.str(3),
+		Kind:   s.str(4),
+		Model:  s.str(5),
+		Usage: agentd.Usage{
+			InputTokens: s.int(6), OutputTokens: s.int(7),
+			CacheCreationInputTokens: s.int(8), CacheReadInputTokens: s.int(9),
+			CacheCreation1hInputTokens: s.int(15),
+		},
 		Latency: time.Duration(s.int(10)) * time.Microsecond,
 		Outcome: s.str(11), Error: s.str(12), RequestID: s.str(13),
-		Attempts: int(s.int(14)),
+		Attempts:    int(s.int(14)),
+		CostNanoUSD: s.int(16),
+		RetryWait:   time.Duration(s.int(17)) * time.Microsecond,
+		Source:      s.str(18),
 	}
 	return ev, s.err
 }

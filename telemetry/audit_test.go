@@ -22,15 +22,7 @@ import (
 // openDB returns a migrated SQLite database.
 func openDB(t testing.TB) agentd.DB {
 	t.Helper()
-	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "audit.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := migrate.Apply(t.Context(), db, migrate.Runtime()); err != nil {
-		t.Fatal(err)
-	}
-	return db
+	return openSQLite(t, migrate.Runtime())
 }
 
 // logBuffer collects log output from the writer goroutine.
@@ -79,14 +71,20 @@ func sampleEvent(i int) AuditEvent {
 		Time:  time.Date(2025, 1, 2, 3, 4, 5, 6+i, time.UTC).Add(time.Duration(i) * time.Second),
 		Agent: []string{"agent-a", "agent-b"}[i%2], UserID: []string{"u1", "u2", "u3"}[i%3],
 		Kind: "model_call", Model: "claude-test",
-		Usage:   agentd.Usage{InputTokens: int64(100 + i), OutputTokens: int64(200 + i), CacheCreationInputTokens: int64(i), CacheReadInputTokens: int64(2 * i)},
+		Usage: agentd.Usage{InputTokens: int64(100 + i), OutputTokens: int64(200 + i), CacheCreationInputTokens: int64(i),
+			CacheReadInputTokens: int64(2 * i), CacheCreation1hInputTokens: int64(i / 2)},
 		Latency: time.Duration(1500+i)*time.Millisecond + 789*time.Microsecond,
 		Outcome: "ok", Error: "", RequestID: fmt.Sprintf("req_%d", i), Attempts: 1 + i%3,
+		CostNanoUSD: int64(1_000_003 * (i + 1)), RetryWait: time.Duration(i%3) * 1500 * time.Microsecond,
+		Source: []string{"model", "fallback_model", ""}[i%3],
 	}
 }
 
 func TestRecordFlushQueryRoundTrip(t *testing.T) {
-	db := openDB(t)
+	forEachDB(t, testRecordFlushQueryRoundTrip)
+}
+
+func testRecordFlushQueryRoundTrip(t *testing.T, db agentd.DB) {
 	a, _ := newAuditor(t, db)
 	const n = 30
 	want := map[string]AuditEvent{}
@@ -126,8 +124,56 @@ func TestRecordFlushQueryRoundTrip(t *testing.T) {
 	}
 }
 
+// Events written before migration 2 (audit_cost) read back with no cost,
+// retry wait or source, and the columns it adds take new events.
+func TestEventsFromBeforeTheCostColumns(t *testing.T) {
+	for _, d := range dialects() {
+		t.Run(d.name, func(t *testing.T) {
+			v1 := migrate.Runtime()[:1]
+			if v1[0].Version != 1 || v1[0].Name != "audit_events" {
+				t.Fatalf("migration 1 is %d %s", v1[0].Version, v1[0].Name)
+			}
+			db := d.open(t, v1)
+			if _, err := db.Exec(t.Context(), `INSERT INTO audit_events (id, at, agent, user_id, kind, model,
+				input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
+				latency_us, outcome, error, request_id, attempts)
+				VALUES ('old', 5, 'a', 'u', 'model_call', 'm', 1, 2, 3, 4, 6, 'ok', '', 'r', 1)`); err != nil {
+				t.Fatal(err)
+			}
+			if err := migrate.Apply(t.Context(), db, migrate.Runtime()); err != nil {
+				t.Fatal(err)
+			}
+			a, _ := newAuditor(t, db)
+			fresh := sampleEvent(7)
+			a.Record(fresh)
+			if err := a.Flush(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			got, err := a.Query(t.Context(), AuditFilter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			old := AuditEvent{ID: "old", Time: time.Unix(0, 5).UTC(), Agent: "a", UserID: "u", Kind: "model_call", Model: "m",
+				Usage:   agentd.Usage{InputTokens: 1, OutputTokens: 2, CacheCreationInputTokens: 3, CacheReadInputTokens: 4},
+				Latency: 6 * time.Microsecond, Outcome: "ok", RequestID: "r", Attempts: 1}
+			if len(got) != 2 || !reflect.DeepEqual(got[1], old) {
+				t.Fatalf("Query = %+v, want the new event then\n%+v", got, old)
+			}
+			if got[0].Time.Equal(fresh.Time) {
+				got[0].Time = fresh.Time
+			}
+			if !reflect.DeepEqual(got[0], fresh) {
+				t.Errorf("new event:\n got %+v\nwant %+v", got[0], fresh)
+			}
+		})
+	}
+}
+
 func TestQueryFilters(t *testing.T) {
-	db := openDB(t)
+	forEachDB(t, testQueryFilters)
+}
+
+func testQueryFilters(t *testing.T, db agentd.DB) {
 	a, _ := newAuditor(t, db)
 	const n = 30
 	for i := range n {
@@ -438,8 +484,8 @@ func TestFlushRespectsContext(t *testing.T) {
 func TestInsertStatement(t *testing.T) {
 	got := insertStatement(2)
 	want := "INSERT INTO audit_events (" + auditColumns + ") VALUES " +
-		"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15), " +
-		"($16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)"
+		"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19), " +
+		"($20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38)"
 	if got != want {
 		t.Errorf("insertStatement(2) =\n%s\nwant\n%s", got, want)
 	}

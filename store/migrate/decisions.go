@@ -1,7 +1,8 @@
 package migrate
 
-// decisionsV3 creates the ledger of package decision: decisions, their
-// planned effects, and the review queue. The SQL is the same in both
+// decisionsV3 creates the ledger of package decision — decisions, their
+// planned effects, and the review queue — and the record of applied seed
+// files. The SQL is the same in both
 // dialects. Times are unix nanoseconds in BIGINT columns, JSON is TEXT.
 //
 // idempotency_key is NULL for a decision made without one; both SQLite
@@ -66,11 +67,11 @@ func decisionsV3() []string {
 		)`,
 		`CREATE INDEX reviews_agent_status ON reviews (agent, status, id)`,
 		`CREATE INDEX reviews_status ON reviews (status, id)`,
+		// The seed files a project's demo data came from, so each runs once.
+		`CREATE TABLE agentd_seeds (
+			name TEXT PRIMARY KEY,
+			sha256 TEXT NOT NULL,
+			applied_at BIGINT NOT NULL
+		)`,
 	}
-}
-
-// Decisions is the migration that creates the decision ledger, for tests
-// that set up its tables before it joins Runtime.
-func Decisions() Migration {
-	return Migration{Version: 3, Name: "decisions", SQL: both(decisionsV3())}
 }
