@@ -10,8 +10,10 @@ import (
 )
 
 // FormatVersion is the version of the stored conversation format written by
-// this agentd.
-const FormatVersion = 1
+// this agentd. Version 2 added the summary of compacted history and the
+// source of a message; version 1 and the Workers recipe's array read as
+// version 2 without them.
+const FormatVersion = 2
 
 // DefaultTTL is how long an untouched conversation is kept.
 const DefaultTTL = 30 * 24 * time.Hour
@@ -21,6 +23,10 @@ type Entry struct {
 	Role    agentd.Role `json:"role"`
 	Content string      `json:"content"`
 	At      time.Time   `json:"at,omitzero"`
+	// Source says who wrote an assistant message when it was not the model
+	// (e.g. "canned"), so that audits and evaluations can tell them apart;
+	// empty means the model.
+	Source string `json:"source,omitempty"`
 }
 
 // Conversation is the stored history of one user with one agent.
@@ -29,6 +35,16 @@ type Conversation struct {
 	UserID    string    `json:"userId"`
 	Messages  []Entry   `json:"messages"`
 	UpdatedAt time.Time `json:"updatedAt,omitzero"`
+
+	// Summary is the model's summary of the messages compacted out of
+	// Messages (see Compact); empty until the first compaction.
+	Summary string `json:"summary,omitempty"`
+	// CompactedMessages counts the messages folded into Summary over the
+	// conversation's life, and CompactedAt is when that last happened: the
+	// bookkeeping an operator needs to tell a short conversation from a
+	// compacted one.
+	CompactedMessages int       `json:"compactedMessages,omitempty"`
+	CompactedAt       time.Time `json:"compactedAt,omitzero"`
 
 	// kvVersion is the KV version this conversation was read at; 0 when it
 	// did not exist. Save writes only if the key is still at this version.
@@ -127,10 +143,11 @@ func (s *Store) Delete(ctx context.Context, userID string) error {
 	return nil
 }
 
-// Decode reads a stored conversation. It accepts the current format and the
-// Workers recipe's plain array of {role, content} messages, so conversations
-// written by that recipe carry over; a format newer than this agentd's is an
-// error rather than a silent misreading.
+// Decode reads a stored conversation. It accepts the current format, every
+// older version (a version 1 conversation is a version 2 one without summary
+// or sources) and the Workers recipe's plain array of {role, content}
+// messages, so conversations written by that recipe carry over; a format
+// newer than this agentd's is an error rather than a silent misreading.
 func Decode(value []byte) (*Conversation, error) {
 	const op = "memory.decode"
 	value = bytes.TrimSpace(value)

@@ -1,6 +1,8 @@
 package memory
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/agentd/agentd"
@@ -63,17 +65,20 @@ func TestPrune(t *testing.T) {
 
 func TestDecode(t *testing.T) {
 	tests := []struct {
-		name      string
-		in        string
-		wantTurns int
-		wantKind  agentd.Kind
+		name        string
+		in          string
+		wantTurns   int
+		wantSummary string
+		wantSource  string // of the last message
+		wantKind    agentd.Kind
 	}{
-		{"current format", `{"version":1,"userId":"u1","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}`, 2, ""},
-		{"workers recipe array", `[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]`, 2, ""},
-		{"unversioned object", `{"messages":[{"role":"user","content":"hi"}]}`, 1, ""},
-		{"newer format", `{"version":2,"messages":[]}`, 0, agentd.KindInternal},
-		{"garbage", `{"version":`, 0, agentd.KindInternal},
-		{"garbage array", `[1,2`, 0, agentd.KindInternal},
+		{"version 2", `{"version":2,"userId":"u1","summary":"They met.","compactedMessages":6,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello","source":"canned"}]}`, 2, "They met.", "canned", ""},
+		{"version 1", `{"version":1,"userId":"u1","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}`, 2, "", "", ""},
+		{"workers recipe array", `[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]`, 2, "", "", ""},
+		{"unversioned object", `{"messages":[{"role":"user","content":"hi"}]}`, 1, "", "", ""},
+		{"newer format", `{"version":3,"messages":[]}`, 0, "", "", agentd.KindInternal},
+		{"garbage", `{"version":`, 0, "", "", agentd.KindInternal},
+		{"garbage array", `[1,2`, 0, "", "", agentd.KindInternal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,12 +92,16 @@ func TestDecode(t *testing.T) {
 			if c.Turns() != tt.wantTurns || c.Version != FormatVersion {
 				t.Fatalf("Decode = %d turns version %d, want %d turns version %d", c.Turns(), c.Version, tt.wantTurns, FormatVersion)
 			}
+			if c.Summary != tt.wantSummary || c.Messages[len(c.Messages)-1].Source != tt.wantSource {
+				t.Fatalf("Decode = summary %q, last source %q; want %q, %q", c.Summary, c.Messages[len(c.Messages)-1].Source, tt.wantSummary, tt.wantSource)
+			}
 		})
 	}
 }
 
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"version":1,"messages":[{"role":"user","content":"hi"}]}`))
+	f.Add([]byte(`{"version":2,"summary":"s","messages":[{"role":"user","content":"hi","source":"canned"}]}`))
 	f.Add([]byte(`[{"role":"user","content":"hi"}]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Decode(b)
@@ -101,6 +110,119 @@ func FuzzDecode(f *testing.F) {
 		}
 		if err == nil {
 			_ = Prune(c.Messages, 3)
+			if n := (CompactPolicy{TriggerTokens: 1, KeepTurns: 1}).Plan(c); n > 0 && (n >= len(c.Messages) || c.Messages[n].Role != agentd.RoleUser) {
+				t.Fatalf("Plan folds %d of %q", n, roles(c.Messages))
+			}
 		}
 	})
+}
+
+// sized returns messages with the roles of roles ('u' or 'U' a user, 'a' or
+// 'A' an answer), each of tokens estimated tokens, ten times that for the
+// uppercase ones.
+func sized(roles string, tokens int) []Entry {
+	msgs := make([]Entry, len(roles))
+	for i, r := range roles {
+		n := tokens
+		if r == 'U' || r == 'A' {
+			n *= 10
+		}
+		role := agentd.RoleUser
+		if r == 'a' || r == 'A' {
+			role = agentd.RoleAssistant
+		}
+		msgs[i] = Entry{Role: role, Content: fmt.Sprintf("%-*d", 4*n, i)}
+	}
+	return msgs
+}
+
+func TestCompactPolicyPlan(t *testing.T) {
+	tests := []struct {
+		name     string
+		policy   CompactPolicy
+		in       string // see sized
+		tokens   int
+		wantFold int
+	}{
+		{"under the trigger", CompactPolicy{TriggerTokens: 1000, KeepTurns: 2}, "uauaua", 100, 0},
+		{"at the trigger", CompactPolicy{TriggerTokens: 600, KeepTurns: 2}, "uauaua", 100, 0},
+		{"over the trigger keeps KeepTurns exchanges", CompactPolicy{TriggerTokens: 2000, KeepTurns: 2}, "UAUAuauaua", 100, 6},
+		{"defaults: over 8000 tokens, keep 4 exchanges", CompactPolicy{}, "uauauauauauauauauaua", 450, 12},
+		{"negative trigger never compacts", CompactPolicy{TriggerTokens: -1}, "UAUAUAuaua", 10000, 0},
+		{"one exchange: nothing to fold", CompactPolicy{TriggerTokens: 100, KeepTurns: 4}, "UA", 100, 0},
+		{"consecutive user messages stay with their exchange", CompactPolicy{TriggerTokens: 2000, KeepTurns: 2}, "UAUAuuauua", 100, 4},
+		{"a pending user message is an exchange", CompactPolicy{TriggerTokens: 2000, KeepTurns: 2}, "UAUAuau", 100, 4},
+		{"leading assistant messages are folded", CompactPolicy{TriggerTokens: 1000, KeepTurns: 1}, "AUAua", 100, 3},
+		{"kept exchanges fit in half the trigger", CompactPolicy{TriggerTokens: 1000, KeepTurns: 4}, "uauauauauaua", 200, 10},
+		{"the latest exchange is kept however large", CompactPolicy{TriggerTokens: 1000, KeepTurns: 4}, "uauaua", 800, 4},
+		{"no user message", CompactPolicy{TriggerTokens: 10, KeepTurns: 1}, "aaa", 100, 0},
+		{"empty", CompactPolicy{TriggerTokens: 10}, "", 100, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conv := &Conversation{Messages: sized(tt.in, tt.tokens)}
+			got := tt.policy.Plan(conv)
+			if got != tt.wantFold {
+				t.Fatalf("Plan(%q at %d tokens each) = %d, want %d", tt.in, tt.tokens, got, tt.wantFold)
+			}
+			if got > 0 && conv.Messages[got].Role != agentd.RoleUser {
+				t.Fatalf("Plan leaves %q, which starts with an answer", roles(conv.Messages[got:]))
+			}
+		})
+	}
+	if (CompactPolicy{}).Plan(nil) != 0 {
+		t.Fatal("Plan(nil) folds messages")
+	}
+}
+
+func TestSystemBlocks(t *testing.T) {
+	tests := []struct {
+		name   string
+		static string
+		conv   *Conversation
+		want   []string
+	}{
+		{"static only", "Be kind.", &Conversation{}, []string{"Be kind."}},
+		{"static and summary", "Be kind.", &Conversation{Summary: "They met."}, []string{"Be kind.", SummaryHeader + "They met."}},
+		{"summary only", "", &Conversation{Summary: "They met."}, []string{SummaryHeader + "They met."}},
+		{"nothing", "", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, b := range SystemBlocks(tt.static, tt.conv) {
+				if b.Type != agentd.BlockText || b.Cache != nil {
+					t.Fatalf("block %+v, want plain text", b)
+				}
+				got = append(got, b.Text)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("SystemBlocks = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestEstimateTokens(t *testing.T) {
+	tests := []struct {
+		contents []string
+		want     int
+	}{
+		{nil, 0},
+		{[]string{""}, 0},
+		{[]string{"a"}, 1},
+		{[]string{"abcd"}, 1},
+		{[]string{"abcde"}, 2},
+		{[]string{"héé!"}, 1}, // characters, not bytes
+		{[]string{"abcde", "a"}, 3},
+	}
+	for _, tt := range tests {
+		var msgs []Entry
+		for _, c := range tt.contents {
+			msgs = append(msgs, Entry{Role: agentd.RoleUser, Content: c})
+		}
+		if got := EstimateTokens(msgs); got != tt.want {
+			t.Errorf("EstimateTokens(%q) = %d, want %d", tt.contents, got, tt.want)
+		}
+	}
 }
