@@ -365,7 +365,7 @@ func TestCompactedConversationReadsTheCache(t *testing.T) {
 	model := newModel(t, fake)
 	static := text(4000)
 	filler := strings.Repeat("my order has not arrived yet ", 55) // about 400 tokens
-	policy := agent.CachePolicy{StaticSystemBlocks: 1}
+	policy := agent.CachePolicy{}
 	// Compacted before, on a node whose cache is gone: only the breakpoint
 	// on the static prompt lets a compaction keep reading the cache.
 	conv := &memory.Conversation{UserID: "u1", Summary: "The user is Ada."}
@@ -382,11 +382,12 @@ func TestCompactedConversationReadsTheCache(t *testing.T) {
 			compactions++
 		}
 		history := append(slices.Clone(conv.Messages), memory.Entry{Role: agentd.RoleUser, Content: fmt.Sprintf("[%d] %s", turn, filler)})
-		req := agentd.ModelRequest{Model: "claude-sonnet-4-6", MaxTokens: 1024, Tools: tools(10), System: memory.SystemBlocks(static, conv)}
-		for _, e := range history {
-			req.Messages = append(req.Messages, agentd.Message{Role: e.Role, Content: []agentd.Block{agentd.TextBlock(e.Content)}})
+		req := agentd.ModelRequest{Model: "claude-sonnet-4-6", MaxTokens: 1024, Tools: tools(10), System: agentd.SystemText(static), Messages: memory.Messages(conv, history)}
+		p := policy
+		if conv.Summary != "" {
+			p.StaticContextBlocks = 1 // the summary opens the first message
 		}
-		agent.PlaceCacheBreakpoints(&req, policy)
+		agent.PlaceCacheBreakpoints(&req, p)
 		resp, err := model.Generate(ctx, req)
 		if err != nil {
 			t.Fatal(err)

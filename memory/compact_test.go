@@ -177,10 +177,7 @@ func TestCompactionKeepsThePrefixStable(t *testing.T) {
 			compactedBefore[turn] = true
 		}
 		history := append(slices.Clone(conv.Messages), memory.Entry{Role: agentd.RoleUser, Content: fmt.Sprintf("[%d] %s", turn, filler)})
-		req := agentd.ModelRequest{Model: testModel, System: memory.SystemBlocks(static, conv), MaxTokens: 1024}
-		for _, e := range history {
-			req.Messages = append(req.Messages, agentd.Message{Role: e.Role, Content: []agentd.Block{agentd.TextBlock(e.Content)}})
-		}
+		req := agentd.ModelRequest{Model: testModel, System: agentd.SystemText(static), MaxTokens: 1024, Messages: memory.Messages(conv, history)}
 		resp, err := model.Generate(ctx, req)
 		if err != nil {
 			t.Fatal(err)
@@ -207,9 +204,9 @@ func TestCompactionKeepsThePrefixStable(t *testing.T) {
 	for turn := 1; turn < len(turnReqs); turn++ {
 		cur := decode(turn)
 		if compactedBefore[turn] {
-			sys := all[turnReqs[turn]].System
-			if len(cur.Messages) >= len(prev.Messages) || len(sys) != 2 || !strings.HasPrefix(sys[1].Text, memory.SummaryHeader+"Summary of a ") {
-				t.Fatalf("turn %d after a compaction: %d messages (were %d), system %+v", turn, len(cur.Messages), len(prev.Messages), sys)
+			first := all[turnReqs[turn]].Messages[0].Content
+			if len(cur.Messages) >= len(prev.Messages) || len(first) != 2 || !strings.HasPrefix(first[0].Text, memory.SummaryHeader+"Summary of a ") {
+				t.Fatalf("turn %d after a compaction: %d messages (were %d), first message %+v", turn, len(cur.Messages), len(prev.Messages), first)
 			}
 		} else {
 			if !bytes.Equal(cur.System, prev.System) {

@@ -175,29 +175,32 @@ func TestCompactPolicyPlan(t *testing.T) {
 	}
 }
 
-func TestSystemBlocks(t *testing.T) {
+func TestMessagesCarryTheSummaryFirst(t *testing.T) {
+	history := []Entry{{Role: agentd.RoleUser, Content: "hi"}, {Role: agentd.RoleAssistant, Content: "hello"}, {Role: agentd.RoleUser, Content: "again"}}
 	tests := []struct {
-		name   string
-		static string
-		conv   *Conversation
-		want   []string
+		name  string
+		conv  *Conversation
+		first []string // the text blocks of the first message
 	}{
-		{"static only", "Be kind.", &Conversation{}, []string{"Be kind."}},
-		{"static and summary", "Be kind.", &Conversation{Summary: "They met."}, []string{"Be kind.", SummaryHeader + "They met."}},
-		{"summary only", "", &Conversation{Summary: "They met."}, []string{SummaryHeader + "They met."}},
-		{"nothing", "", nil, nil},
+		{"no summary", &Conversation{}, []string{"hi"}},
+		{"summary", &Conversation{Summary: "They met."}, []string{SummaryHeader + "They met.", "hi"}},
+		{"no conversation", nil, []string{"hi"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			msgs := Messages(tt.conv, history)
+			if len(msgs) != 3 || msgs[1].Role != agentd.RoleAssistant || msgs[2].Content[0].Text != "again" {
+				t.Fatalf("messages %+v", msgs)
+			}
 			var got []string
-			for _, b := range SystemBlocks(tt.static, tt.conv) {
+			for _, b := range msgs[0].Content {
 				if b.Type != agentd.BlockText || b.Cache != nil {
 					t.Fatalf("block %+v, want plain text", b)
 				}
 				got = append(got, b.Text)
 			}
-			if !slices.Equal(got, tt.want) {
-				t.Fatalf("SystemBlocks = %q, want %q", got, tt.want)
+			if !slices.Equal(got, tt.first) {
+				t.Fatalf("first message %q, want %q", got, tt.first)
 			}
 		})
 	}
