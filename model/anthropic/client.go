@@ -6,14 +6,19 @@
 // (agentd.ModelRequest, agentd.ModelResponse, *agentd.Error). It imports
 // nothing of agentd but the root package.
 //
-// Retries live in the SDK (408, 409, 429, 5xx and connection errors, with
-// its backoff and the server's retry-after), configured by
-// Config.MaxRetries; callers must not add a second layer on top for the same
-// failures. A failure the SDK does not retry, such as an SSE error event in
-// the middle of a streamed answer, comes back with Kind
-// agentd.KindModelUnavailable for the caller to decide; the caller's own
+// Errors are classified for the layer above, which decides on retries:
+// agentd.KindRateLimited for 429 (with RetryAfter from retry-after-ms or
+// retry-after), agentd.KindModelUnavailable for 408, 5xx, 529, connection
+// errors, attempt timeouts, streams cut short and SSE error events of the
+// overloaded/api/timeout kinds, agentd.KindModelError for the other 4xx,
+// each with the API's Upstream status, type and request id. The caller's own
 // cancellation comes back as agentd.KindTimeout with the context's error in
 // the chain.
+//
+// The SDK can retry too (Config.MaxRetries), but retries belong in one
+// layer: agentd turns the SDK's off (MaxRetries -1) and wraps the client in
+// model/resilient, which also retries what the SDK cannot (an SSE error
+// event before any text was passed on).
 package anthropic
 
 import (
@@ -49,12 +54,14 @@ type Config struct {
 	// 10-minute response-header timeout.
 	HTTPClient *http.Client
 	// MaxRetries is how many times the SDK retries a failed attempt: 0 means
-	// the SDK's default (2), -1 means none.
+	// the SDK's default (2), -1 means none. agentd passes -1 and retries in
+	// model/resilient, so that retries live in one layer.
 	MaxRetries int
 	// Timeout bounds each attempt, the reading of a streamed answer
-	// included; an attempt that runs out is retried. 0 leaves the SDK's: 10
-	// minutes for a non-streaming call, none for a streamed one. The
-	// context of Generate bounds the whole call either way.
+	// included; an attempt that runs out is KindModelUnavailable, which is
+	// retried. 0 leaves the SDK's: 10 minutes for a non-streaming call, none
+	// for a streamed one. The context of Generate bounds the whole call
+	// either way.
 	Timeout time.Duration
 	Clock   agentd.Clock // measures Latency; default agentd.SystemClock
 }
@@ -142,21 +149,27 @@ func defaultHTTPClient(headerTimeout time.Duration) *http.Client {
 
 // Generate sends one request and returns the whole answer.
 //
-// Requests whose max_tokens the SDK deems too long for a non-streaming call
+// A request with OnTextDelta is streamed: each text_delta is passed to it as
+// it arrives, and the events are accumulated into the whole answer. So are
+// requests whose max_tokens the SDK deems too long for a non-streaming call
 // (an expected generation over 10 minutes: above about 21,000 tokens, less
-// for some models) are streamed and accumulated, since the SDK refuses to
-// send them otherwise; the rest are plain calls, whose dropped connections
-// the SDK can retry.
+// for some models), since the SDK refuses to send them otherwise. The rest
+// are plain calls.
 func (c *Client) Generate(ctx context.Context, req agentd.ModelRequest) (agentd.ModelResponse, error) {
 	params, err := toParams(req)
 	if err != nil {
 		return agentd.ModelResponse{}, err
 	}
+	streamed := req.OnTextDelta != nil
+	if !streamed {
+		_, tooLong := sdk.CalculateNonStreamingTimeout(req.MaxTokens, req.Model, nil)
+		streamed = tooLong != nil
+	}
 	var raw *http.Response
 	start := c.clock.Now()
 	var msg *sdk.Message
-	if _, tooLong := sdk.CalculateNonStreamingTimeout(req.MaxTokens, req.Model, nil); tooLong != nil {
-		msg, err = c.stream(ctx, params, &raw)
+	if streamed {
+		msg, err = c.stream(ctx, params, &raw, req.OnTextDelta)
 	} else {
 		msg, err = c.sdk.Messages.New(ctx, params, option.WithResponseInto(&raw))
 	}
@@ -171,8 +184,10 @@ func (c *Client) Generate(ctx context.Context, req agentd.ModelRequest) (agentd.
 	return resp, nil
 }
 
-// stream sends params as a streaming request and accumulates the answer.
-func (c *Client) stream(ctx context.Context, params sdk.MessageNewParams, raw **http.Response) (*sdk.Message, error) {
+// stream sends params as a streaming request, passes each text delta to
+// onText (when set) and accumulates the answer. Only a stream that reached
+// message_stop is an answer: one that ends before it was cut short.
+func (c *Client) stream(ctx context.Context, params sdk.MessageNewParams, raw **http.Response, onText func(string)) (*sdk.Message, error) {
 	s := c.sdk.Messages.NewStreaming(ctx, params, option.WithResponseInto(raw))
 	defer s.Close()
 	var msg sdk.Message
@@ -181,6 +196,9 @@ func (c *Client) stream(ctx context.Context, params sdk.MessageNewParams, raw **
 		ev := s.Current()
 		if err := msg.Accumulate(ev); err != nil {
 			return nil, &agentd.Error{Kind: agentd.KindModelError, Op: op, Message: "the model's answer stream is malformed", Err: err}
+		}
+		if onText != nil && ev.Type == "content_block_delta" && ev.Delta.Type == "text_delta" && ev.Delta.Text != "" {
+			onText(ev.Delta.Text)
 		}
 		done = done || ev.Type == "message_stop"
 	}
@@ -323,13 +341,19 @@ func toBlockContent(b agentd.Block) (sdk.ContentBlockParamUnion, error) {
 	case agentd.BlockText:
 		return sdk.NewTextBlock(b.Text), nil
 	case agentd.BlockDocument:
+		var cb sdk.ContentBlockParamUnion
 		switch b.MediaType {
 		case "", "application/pdf":
-			return sdk.NewDocumentBlock(sdk.Base64PDFSourceParam{Data: base64.StdEncoding.EncodeToString(b.Data)}), nil
+			cb = sdk.NewDocumentBlock(sdk.Base64PDFSourceParam{Data: base64.StdEncoding.EncodeToString(b.Data)})
 		case "text/plain":
-			return sdk.NewDocumentBlock(sdk.PlainTextSourceParam{Data: string(b.Data)}), nil
+			cb = sdk.NewDocumentBlock(sdk.PlainTextSourceParam{Data: string(b.Data)})
+		default:
+			return cb, fmt.Errorf("a document must be application/pdf or text/plain, not %q", b.MediaType)
 		}
-		return sdk.ContentBlockParamUnion{}, fmt.Errorf("a document must be application/pdf or text/plain, not %q", b.MediaType)
+		if b.Title != "" {
+			cb.OfDocument.Title = sdk.String(b.Title)
+		}
+		return cb, nil
 	case agentd.BlockImage:
 		switch b.MediaType {
 		case "image/jpeg", "image/png", "image/gif", "image/webp":
@@ -366,6 +390,9 @@ func fromMessage(m *sdk.Message) agentd.ModelResponse {
 			OutputTokens:             m.Usage.OutputTokens,
 			CacheCreationInputTokens: m.Usage.CacheCreationInputTokens,
 			CacheReadInputTokens:     m.Usage.CacheReadInputTokens,
+			// Of a streamed answer, Accumulate keeps the split that
+			// message_start carried: the prompt is cached before any output.
+			CacheCreation1hInputTokens: m.Usage.CacheCreation.Ephemeral1hInputTokens,
 		},
 	}
 	for _, b := range m.Content {
