@@ -6,6 +6,7 @@ import (
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/telemetry"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults of an agent's loop limits.
@@ -66,13 +67,26 @@ type callMeta struct {
 	source string // model or fallback_model
 }
 
+// Telemetry is where agents report their model calls besides the audit:
+// the prices that turn usage into cost, Prometheus metrics, and
+// OpenTelemetry spans. Its zero value reports nothing and prices nothing.
+type Telemetry struct {
+	Pricing *telemetry.Pricing
+	Metrics *telemetry.Metrics
+	Tracer  trace.Tracer
+}
+
 // caller makes an agent's model calls: it enforces the request's limits,
-// traces each call's attempts, and audits it whatever its outcome.
+// traces each call's attempts, and audits, prices, counts and spans it
+// whatever its outcome.
 type caller struct {
 	agent string
 	model agentd.Model
 	audit Auditor
 	clock agentd.Clock
+	tel   Telemetry
+	// defaultModel is what Go handlers' requests that name no model use.
+	defaultModel string
 }
 
 // call sends req. Every call is audited, failed ones included, with the
@@ -83,7 +97,9 @@ func (c *caller) call(ctx context.Context, m *meter, meta callMeta, req agentd.M
 	}
 	trace := &agentd.CallTrace{}
 	start := c.clock.Now()
-	resp, err := c.model.Generate(agentd.WithCallTrace(ctx, trace), req)
+	ctx, span := telemetry.StartModelSpan(agentd.WithCallTrace(ctx, trace), c.tel.Tracer, c.agent, req)
+	resp, err := c.model.Generate(ctx, req)
+	telemetry.EndModelSpan(span, resp, err)
 	ev := telemetry.AuditEvent{
 		Time:    start.UTC(),
 		Agent:   c.agent,
@@ -91,9 +107,11 @@ func (c *caller) call(ctx context.Context, m *meter, meta callMeta, req agentd.M
 		Kind:    string(meta.kind),
 		Model:   req.Model,
 		Outcome: "ok",
+		Source:  meta.source,
 	}
 	attempts := trace.Attempts()
 	ev.Attempts = max(len(attempts), 1)
+	ev.RetryWait = trace.Waited()
 	if err != nil {
 		ae := agentd.AsError(err)
 		ev.Outcome = string(ae.Kind)
@@ -111,10 +129,12 @@ func (c *caller) call(ctx context.Context, m *meter, meta callMeta, req agentd.M
 		if resp.Model != "" {
 			ev.Model = resp.Model
 		}
+		ev.CostNanoUSD, _ = c.tel.Pricing.Cost(ev.Model, resp.Usage)
 	}
 	if c.audit != nil {
 		c.audit.Record(ev)
 	}
+	c.tel.Metrics.ModelCall(c.agent, req.Model, ev.Outcome, ev.Latency, ev.Usage, ev.CostNanoUSD)
 	if err != nil {
 		return resp, err
 	}

@@ -2,12 +2,18 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/coord"
+	"github.com/agentd/agentd/decision"
 	"github.com/agentd/agentd/memory"
 	"github.com/agentd/agentd/telemetry"
 )
@@ -34,26 +40,63 @@ type ChatConfig struct {
 	MaxTokens       int
 	MaxTurns        int // exchanges kept in memory; 0 means DefaultMaxTurns, negative keeps all
 	MaxMessageBytes int // 0 means DefaultMaxMessageBytes
+	Limits          Limits
+	// Compact, when set, bounds the history by folding old exchanges into
+	// a summary in chunks (cache-friendly); nil prunes to MaxTurns.
+	Compact *memory.CompactPolicy
+	// Cache places prompt-cache breakpoints (on unless Disabled).
+	Cache    CachePolicy
+	Fallback ChatFallback
+}
+
+// DefaultAnswerCacheTTL is how long a user's answer is kept for the cache
+// fallback.
+const DefaultAnswerCacheTTL = 7 * 24 * time.Hour
+
+// ChatFallback is what answers, in order, when the chat agent's model is
+// unavailable.
+type ChatFallback struct {
+	Models   []string      // other models
+	Cache    bool          // the user's last model answer to the same message
+	CacheTTL time.Duration // how long such answers are kept; 0 means DefaultAnswerCacheTTL
+	Rules    []ChatRule
+	Canned   string // the last resort, stored as such and queued for review
+}
+
+// ChatRule is a fixed reply for messages a condition recognizes (CEL over
+// input.userId and input.message).
+type ChatRule struct {
+	Name  string
+	When  *Expr
+	Reply string
 }
 
 // Chat is a chat agent: each user has one conversation, kept in memory and
 // advanced one turn at a time.
 type Chat struct {
-	cfg    ChatConfig
-	model  agentd.Model
-	memory *memory.Store
-	locks  coord.Locker
-	audit  Auditor
-	clock  agentd.Clock
+	cfg     ChatConfig
+	memory  *memory.Store
+	locks   coord.Locker
+	clock   agentd.Clock
+	caller  caller
+	kv      agentd.KV
+	reviews *decision.Store
+	logger  *slog.Logger
 }
 
 // ChatDeps are the bindings a chat agent uses.
 type ChatDeps struct {
-	Model  agentd.Model
-	Memory *memory.Store
-	Locks  coord.Locker
-	Audit  Auditor
-	Clock  agentd.Clock
+	Model     agentd.Model
+	Memory    *memory.Store
+	Locks     coord.Locker
+	Audit     Auditor
+	Clock     agentd.Clock
+	Telemetry Telemetry
+	// KV keeps answers for the cache fallback; Reviews queues canned
+	// replies. Either may be nil, turning that off.
+	KV      agentd.KV
+	Reviews *decision.Store
+	Logger  *slog.Logger
 }
 
 // NewChat returns a chat agent.
@@ -70,7 +113,11 @@ func NewChat(cfg ChatConfig, deps ChatDeps) *Chat {
 	if deps.Clock == nil {
 		deps.Clock = agentd.SystemClock{}
 	}
-	return &Chat{cfg: cfg, model: deps.Model, memory: deps.Memory, locks: deps.Locks, audit: deps.Audit, clock: deps.Clock}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Chat{cfg: cfg, memory: deps.Memory, locks: deps.Locks, clock: deps.Clock, kv: deps.KV, reviews: deps.Reviews, logger: deps.Logger,
+		caller: caller{agent: cfg.Name, model: deps.Model, audit: deps.Audit, clock: deps.Clock, tel: deps.Telemetry}}
 }
 
 // Name is the agent's name.
@@ -81,8 +128,11 @@ type TurnResult struct {
 	Message string       `json:"message"`
 	UserID  string       `json:"userId"`
 	Turns   int          `json:"turns"` // messages stored after this turn
-	Usage   agentd.Usage `json:"usage"`
+	Usage   agentd.Usage `json:"usage"` // of every model call of the turn
 	Model   string       `json:"model"`
+	// Source says what answered: model, fallback_model, cache, rules or
+	// canned.
+	Source string `json:"source"`
 	// ModelLatency is the model call's own time, so callers can tell the
 	// runtime's overhead from the model's (the server sends it as
 	// Server-Timing).
@@ -125,6 +175,14 @@ func (c *Chat) validate(userID, message string) error {
 // remembered history and the new message to the model, and stores the
 // exchange. If the model call fails, the stored history is left unchanged.
 func (c *Chat) Turn(ctx context.Context, userID, message string) (TurnResult, error) {
+	return c.TurnStream(ctx, userID, message, nil)
+}
+
+// TurnStream is Turn with the answer streamed: onDelta, when not nil,
+// receives the answer's text as it is generated. The exchange is stored
+// only once the answer is whole; a turn that fails after some text was
+// passed on stores nothing.
+func (c *Chat) TurnStream(ctx context.Context, userID, message string, onDelta func(string)) (TurnResult, error) {
 	if err := c.validate(userID, message); err != nil {
 		return TurnResult{}, err
 	}
@@ -138,70 +196,238 @@ func (c *Chat) Turn(ctx context.Context, userID, message string) (TurnResult, er
 	if err != nil {
 		return TurnResult{}, err
 	}
+	m := newMeter(c.cfg.Limits)
 	now := c.clock.Now().UTC()
-	history := memory.Prune(conv.Messages, c.cfg.MaxTurns)
+	var history []memory.Entry
+	if c.cfg.Compact != nil {
+		c.compact(ctx, m, userID, conv, now)
+		history = slices.Clone(conv.Messages)
+	} else {
+		history = memory.Prune(conv.Messages, c.cfg.MaxTurns)
+	}
 	history = append(history, memory.Entry{Role: agentd.RoleUser, Content: message, At: now})
 
-	resp, err := c.call(ctx, userID, history)
+	req, policy := c.request(conv, history)
+	req.OnTextDelta = onDelta
+	ans, err := c.answer(ctx, m, userID, message, req, policy)
 	if err != nil {
 		return TurnResult{}, err
 	}
-	answer := resp.Text()
-	history = append(history, memory.Entry{Role: agentd.RoleAssistant, Content: answer, At: c.clock.Now().UTC()})
-	conv.Messages = memory.Prune(history, c.cfg.MaxTurns)
+	history = append(history, memory.Entry{Role: agentd.RoleAssistant, Content: ans.text, At: c.clock.Now().UTC(), Source: entrySource(ans.source)})
+	if c.cfg.Compact != nil {
+		conv.Messages = history
+	} else {
+		conv.Messages = memory.Prune(history, c.cfg.MaxTurns)
+	}
 	if err := c.memory.Save(ctx, conv); err != nil {
 		return TurnResult{}, err
 	}
-	model := c.cfg.ModelLabel
-	if model == "" {
-		model = resp.Model
+	if ans.source == SourceCanned {
+		c.queueCanned(ctx, userID, message, ans)
 	}
-	return TurnResult{Message: answer, UserID: userID, Turns: conv.Turns(), Usage: resp.Usage, Model: model, ModelLatency: resp.Latency}, nil
+	if c.cfg.Fallback.Cache && (ans.source == SourceModel || ans.source == SourceFallbackModel) {
+		c.rememberAnswer(ctx, userID, message, ans.text)
+	}
+	model := ans.model
+	if c.cfg.ModelLabel != "" && ans.source == SourceModel {
+		model = c.cfg.ModelLabel
+	}
+	return TurnResult{Message: ans.text, UserID: userID, Turns: conv.Turns(), Usage: m.usage, Model: model, Source: ans.source, ModelLatency: ans.latency}, nil
 }
 
-// call sends the conversation to the model and audits the call, whatever
-// its outcome.
-func (c *Chat) call(ctx context.Context, userID string, history []memory.Entry) (agentd.ModelResponse, error) {
+// entrySource is what a stored reply records about who wrote it: nothing
+// for the agent's model, the fallback's source otherwise, so a history
+// shows which replies a person may need to follow up.
+func entrySource(source string) string {
+	if source == SourceModel {
+		return ""
+	}
+	return source
+}
+
+// compact folds the oldest exchanges into the summary when the policy says
+// the history has grown past its budget. A failed compaction is audited
+// and the turn goes on uncompacted; the next turn tries again.
+func (c *Chat) compact(ctx context.Context, m *meter, userID string, conv *memory.Conversation, now time.Time) {
+	n := c.cfg.Compact.Plan(conv)
+	if n == 0 {
+		return
+	}
+	via := modelFunc(func(ctx context.Context, r agentd.ModelRequest) (agentd.ModelResponse, error) {
+		return c.caller.call(ctx, m, callMeta{userID: userID, kind: callCompaction, source: SourceModel}, r)
+	})
+	if _, err := memory.Compact(ctx, conv, via, memory.CompactRequest{Model: c.cfg.Model, Fold: n, At: now}); err != nil {
+		c.logger.Warn("compaction failed; the turn goes on uncompacted", "agent", c.cfg.Name, "error", err)
+	}
+}
+
+// modelFunc adapts a function to agentd.Model.
+type modelFunc func(context.Context, agentd.ModelRequest) (agentd.ModelResponse, error)
+
+func (f modelFunc) Generate(ctx context.Context, r agentd.ModelRequest) (agentd.ModelResponse, error) {
+	return f(ctx, r)
+}
+
+// request builds the model request of a turn: the system prompt, then the
+// history — opened by the summary when there is one — with the new
+// message last, and cache breakpoints where the prefix is worth it.
+func (c *Chat) request(conv *memory.Conversation, history []memory.Entry) (agentd.ModelRequest, CachePolicy) {
 	req := agentd.ModelRequest{
 		Model:     c.cfg.Model,
 		System:    agentd.SystemText(c.cfg.System),
 		MaxTokens: c.cfg.MaxTokens,
-		Messages:  make([]agentd.Message, len(history)),
+		Messages:  memory.Messages(conv, history),
 	}
-	for i, e := range history {
-		req.Messages[i] = agentd.Message{Role: e.Role, Content: []agentd.Block{agentd.TextBlock(e.Content)}}
+	policy := c.cfg.Cache
+	if conv.Summary != "" {
+		policy.StaticContextBlocks = 1 // the summary, stable until the next compaction
 	}
-	start := c.clock.Now()
-	resp, err := c.model.Generate(ctx, req)
-	ev := telemetry.AuditEvent{
-		Time:    start.UTC(),
-		Agent:   c.cfg.Name,
-		UserID:  userID,
-		Kind:    "model_call",
-		Model:   c.cfg.Model,
-		Outcome: "ok",
-	}
-	if err != nil {
-		ae := agentd.AsError(err)
-		ev.Outcome = string(ae.Kind)
-		ev.Error = ae.Message
-		if ae.Upstream != nil {
-			ev.Outcome = ae.Upstream.Type
-			ev.RequestID = ae.Upstream.RequestID
+	PlaceCacheBreakpoints(&req, policy)
+	return req, policy
+}
+
+// chatAnswer is a reply and what produced it.
+type chatAnswer struct {
+	text    string
+	source  string
+	model   string
+	latency time.Duration
+	reason  string // why a fallback answered
+}
+
+// answer asks the agent's model, then goes down the fallback chain while
+// the models are unavailable: other models, the user's previous answer to
+// the same message, rules, a canned reply.
+func (c *Chat) answer(ctx context.Context, m *meter, userID, message string, req agentd.ModelRequest, policy CachePolicy) (chatAnswer, error) {
+	delivered := false
+	onDelta := req.OnTextDelta
+	if onDelta != nil {
+		req.OnTextDelta = func(s string) {
+			delivered = true
+			onDelta(s)
 		}
-		ev.Latency = c.clock.Now().Sub(start)
-	} else {
-		ev.Usage = resp.Usage
-		ev.Latency = resp.Latency
-		ev.RequestID = resp.RequestID
 	}
-	if c.audit != nil {
-		c.audit.Record(ev)
+	models := append([]string{c.cfg.Model}, c.cfg.Fallback.Models...)
+	var firstErr error
+	for i, model := range models {
+		source := SourceModel
+		r := req
+		if i > 0 {
+			source = SourceFallbackModel
+			c.caller.tel.Metrics.Fallback(c.cfg.Name, source)
+			// The breakpoints were placed for the first model's minimum.
+			r = withoutCacheMarks(r)
+			r.Model = model
+			PlaceCacheBreakpoints(&r, policy)
+		}
+		resp, err := c.caller.call(ctx, m, callMeta{userID: userID, kind: callTurn, source: source}, r)
+		if err == nil {
+			return chatAnswer{text: resp.Text(), source: source, model: resp.Model, latency: resp.Latency}, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		if delivered || !unavailable(ctx, err) {
+			// Part of an answer reached the client, and another source
+			// would not continue it; or no fallback fixes this failure.
+			return chatAnswer{}, err
+		}
+		c.logger.Warn("model unavailable; trying the next fallback", "agent", c.cfg.Name, "model", model, "error", err)
 	}
+	reason := clientText(firstErr)
+	emit := func(a chatAnswer) (chatAnswer, error) {
+		c.caller.tel.Metrics.Fallback(c.cfg.Name, a.source)
+		if onDelta != nil {
+			onDelta(a.text)
+		}
+		a.reason = reason
+		a.model = a.source
+		return a, nil
+	}
+	fb := c.cfg.Fallback
+	if fb.Cache {
+		if text, ok := c.previousAnswer(ctx, userID, message); ok {
+			return emit(chatAnswer{text: text, source: SourceCache})
+		}
+	}
+	data := ExprData{Input: map[string]any{"userId": userID, "message": message}, Now: c.clock.Now().UTC()}
+	for _, r := range fb.Rules {
+		ok, err := r.When.Bool(data)
+		if err != nil {
+			return chatAnswer{}, agentd.E("", "rule."+r.Name, err)
+		}
+		if ok {
+			return emit(chatAnswer{text: r.Reply, source: SourceRules})
+		}
+	}
+	if fb.Canned != "" {
+		return emit(chatAnswer{text: fb.Canned, source: SourceCanned})
+	}
+	return chatAnswer{}, firstErr
+}
+
+// withoutCacheMarks returns req with its breakpoints removed, copying what
+// it changes.
+func withoutCacheMarks(req agentd.ModelRequest) agentd.ModelRequest {
+	req.System = slices.Clone(req.System)
+	for i := range req.System {
+		req.System[i].Cache = nil
+	}
+	msgs := make([]agentd.Message, len(req.Messages))
+	for i, m := range req.Messages {
+		m.Content = slices.Clone(m.Content)
+		for j := range m.Content {
+			m.Content[j].Cache = nil
+		}
+		msgs[i] = m
+	}
+	req.Messages = msgs
+	return req
+}
+
+// answerKey is where a user's last model answer to a message is kept for
+// the cache fallback: per user (an answer may be about that user's own
+// order), per message as a person would read it.
+func (c *Chat) answerKey(userID, message string) string {
+	norm := strings.Join(strings.Fields(strings.ToLower(message)), " ")
+	sum := sha256.Sum256([]byte(norm))
+	return "answer-cache:" + c.cfg.Name + ":" + userID + ":" + hex.EncodeToString(sum[:16])
+}
+
+func (c *Chat) rememberAnswer(ctx context.Context, userID, message, answer string) {
+	if c.kv == nil {
+		return
+	}
+	ttl := c.cfg.Fallback.CacheTTL
+	if ttl <= 0 {
+		ttl = DefaultAnswerCacheTTL
+	}
+	// A lost cache write costs only a fallback that cannot use it.
+	_ = c.kv.Put(ctx, c.answerKey(userID, message), []byte(answer), agentd.KVPutOptions{ExpirationTTL: max(ttl, agentd.MinKVTTL)})
+}
+
+func (c *Chat) previousAnswer(ctx context.Context, userID, message string) (string, bool) {
+	if c.kv == nil {
+		return "", false
+	}
+	e, err := c.kv.Get(ctx, c.answerKey(userID, message))
 	if err != nil {
-		return resp, err
+		return "", false
 	}
-	return resp, nil
+	return string(e.Value), true
+}
+
+// queueCanned puts a canned reply in the review queue, so a person follows
+// up on the message the model could not answer.
+func (c *Chat) queueCanned(ctx context.Context, userID, message string, ans chatAnswer) {
+	if c.reviews == nil {
+		return
+	}
+	payload, _ := json.Marshal(map[string]any{"userId": userID, "message": message, "reply": ans.text})
+	rv := &decision.Review{Agent: c.cfg.Name, UserID: userID, Reason: "the model was unavailable; a canned reply was sent: " + ans.reason, Payload: payload}
+	if err := c.reviews.AddReview(context.WithoutCancel(ctx), rv); err != nil {
+		c.logger.Error("queueing a canned reply for review failed", "agent", c.cfg.Name, "error", err)
+	}
 }
 
 // History returns the user's stored conversation (empty if none).

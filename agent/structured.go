@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +15,15 @@ import (
 // it, so the answer arrives as JSON in the schema's shape rather than as
 // prose to be parsed.
 const RespondTool = "respond"
+
+// respondTool is the tool a structured answer is asked for as.
+func respondTool(schema *Schema) agentd.Tool {
+	return agentd.Tool{
+		Name:        RespondTool,
+		Description: "Submit your answer. Call this tool exactly once, with every required field; the answer is read only from it.",
+		InputSchema: schema.Raw(),
+	}
+}
 
 // structured is the outcome of asking for a structured answer.
 type structured struct {
@@ -31,11 +41,9 @@ type structured struct {
 // the model to correct; if the correction is invalid too, the result is
 // KindInvalidModelOutput listing the violations, and no answer.
 func (c *caller) structured(ctx context.Context, m *meter, meta callMeta, req agentd.ModelRequest, schema *Schema) (structured, error) {
-	req.Tools = append(append([]agentd.Tool(nil), req.Tools...), agentd.Tool{
-		Name:        RespondTool,
-		Description: "Submit your answer. Call this tool exactly once, with every required field; the answer is read only from it.",
-		InputSchema: schema.Raw(),
-	})
+	if !slices.ContainsFunc(req.Tools, func(t agentd.Tool) bool { return t.Name == RespondTool }) {
+		req.Tools = append(slices.Clip(req.Tools), respondTool(schema))
+	}
 	req.ToolChoice = agentd.ToolChoice{Type: agentd.ToolChoiceTool, Name: RespondTool, DisableParallelToolUse: true}
 	var out structured
 	var violations []string

@@ -50,10 +50,15 @@ type TaskConfig struct {
 	// with an Idempotency-Key header are deduplicated.
 	IdempotencyKey *Template
 	// UserID names the user a request is for, for per-user limits and the
-	// audit (e.g. {{.customerId}}); nil: none.
+	// audit (e.g. {{.customerId}}, or {{.context.ticket.customer_id}}: it
+	// is rendered once the context is gathered); nil: none.
 	UserID *Template
 	Vars   map[string]any
 	Limits Limits
+	// Cache places prompt-cache breakpoints (on unless Disabled): after
+	// the system prompt and after the static context, which every request
+	// shares.
+	Cache CachePolicy
 
 	Fallback TaskFallback
 }
@@ -95,12 +100,13 @@ type TaskFallback struct {
 
 // TaskDeps are what a task agent uses.
 type TaskDeps struct {
-	Model   agentd.Model
-	Sources SourceDeps
-	Effects EffectDeps // its Decisions, Locks and KV serve the task too
-	Audit   Auditor
-	Clock   agentd.Clock
-	Logger  *slog.Logger
+	Model     agentd.Model
+	Sources   SourceDeps
+	Effects   EffectDeps // its Decisions, Locks and KV serve the task too
+	Audit     Auditor
+	Clock     agentd.Clock
+	Logger    *slog.Logger
+	Telemetry Telemetry
 }
 
 // Task is a task agent.
@@ -155,7 +161,7 @@ func NewTask(cfg TaskConfig, deps TaskDeps) (*Task, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	t := &Task{cfg: cfg, deps: deps, waves: waves, logger: logger,
-		caller: caller{agent: cfg.Name, model: deps.Model, audit: deps.Audit, clock: deps.Clock}}
+		caller: caller{agent: cfg.Name, model: deps.Model, audit: deps.Audit, clock: deps.Clock, tel: deps.Telemetry}}
 	t.applier = applier{deps: deps.Effects, headers: t.effectHeaders}
 	staticByName := map[string]bool{}
 	t.static = make([]bool, len(cfg.Sources))
@@ -221,14 +227,8 @@ func (t *Task) Run(ctx context.Context, req TaskRequest) (*TaskResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	userID := ""
-	if t.cfg.UserID != nil {
-		if userID, err = t.cfg.UserID.Execute(tdata); err != nil {
-			return nil, err
-		}
-	}
 	if key == "" {
-		return t.decide(ctx, input, "", userID, now)
+		return t.decide(ctx, input, "", now)
 	}
 	// One decision per key: duplicates wait here, then find it made.
 	lease, err := t.deps.Effects.Locks.Lock(ctx, "task:"+t.cfg.Name+":"+key)
@@ -243,7 +243,7 @@ func (t *Task) Run(ctx context.Context, req TaskRequest) (*TaskResult, error) {
 	case agentd.KindOf(err) != agentd.KindNotFound:
 		return nil, err
 	}
-	return t.decide(ctx, input, key, userID, now)
+	return t.decide(ctx, input, key, now)
 }
 
 func (t *Task) validateInput(raw json.RawMessage) (any, []string) {
@@ -303,11 +303,19 @@ type answer struct {
 	review  string // a reason to hold it for review regardless of the rule
 }
 
-func (t *Task) decide(ctx context.Context, input any, key, userID string, now time.Time) (*TaskResult, error) {
+func (t *Task) decide(ctx context.Context, input any, key string, now time.Time) (*TaskResult, error) {
 	start := t.deps.Clock.Now()
 	got, values, err := gather(ctx, t.deps.Sources, t.cfg.Sources, t.waves, input, t.cfg.Vars, now)
 	if err != nil {
 		return nil, err
+	}
+	userID := ""
+	if t.cfg.UserID != nil {
+		// After the context: a user is often known only from the record
+		// (the ticket's customer).
+		if userID, err = t.cfg.UserID.Execute(TemplateData{Input: input, Context: values, Vars: t.cfg.Vars}); err != nil {
+			return nil, agentd.E("", "task.user", err)
+		}
 	}
 	edata := ExprData{Input: input, Context: values, Vars: t.cfg.Vars, Now: now}
 	m := newMeter(t.cfg.Limits)
@@ -433,7 +441,7 @@ func (t *Task) precondition(edata ExprData) (*answer, error) {
 // ask gets the decision from the model, or from the fallback chain when
 // the model is unavailable.
 func (t *Task) ask(ctx context.Context, m *meter, got []gathered, values map[string]any, input any, userID string, edata ExprData) (*answer, error) {
-	req, err := t.request(got, values, input)
+	req, staticBlocks, err := t.request(got, values, input)
 	if err != nil {
 		return nil, err
 	}
@@ -446,6 +454,10 @@ func (t *Task) ask(ctx context.Context, m *meter, got []gathered, values map[str
 		}
 		r := req
 		r.Model = model
+		// The respond tool comes first in the prompt; place breakpoints on
+		// the request as it will be sent.
+		r.Tools = []agentd.Tool{respondTool(t.cfg.Output)}
+		PlaceCacheBreakpoints(&r, t.cachePolicy(staticBlocks))
 		s, err := t.caller.structured(ctx, m, callMeta{userID: userID, kind: callTurn, source: source}, r, t.cfg.Output)
 		if err == nil {
 			label := s.model
@@ -490,13 +502,13 @@ func (t *Task) ask(ctx context.Context, m *meter, got []gathered, values map[str
 // request builds the model request: the system prompt, then in the user
 // message the attached context — static sources first, which every
 // request shares, then the request's own — and the prompt.
-func (t *Task) request(got []gathered, values map[string]any, input any) (agentd.ModelRequest, error) {
+func (t *Task) request(got []gathered, values map[string]any, input any) (agentd.ModelRequest, int, error) {
 	tdata := TemplateData{Input: input, Context: values, Vars: t.cfg.Vars}
 	req := agentd.ModelRequest{Model: t.cfg.Model, MaxTokens: t.cfg.MaxTokens}
 	if t.cfg.System != nil {
 		sys, err := t.cfg.System.Execute(tdata)
 		if err != nil {
-			return req, agentd.E("", "prompt.system", err)
+			return req, 0, agentd.E("", "prompt.system", err)
 		}
 		req.System = agentd.SystemText(sys)
 	}
@@ -510,14 +522,21 @@ func (t *Task) request(got []gathered, values map[string]any, input any) (agentd
 	}
 	prompt, err := t.cfg.Prompt.Execute(tdata)
 	if err != nil {
-		return req, agentd.E("", "prompt.user", err)
+		return req, 0, agentd.E("", "prompt.user", err)
 	}
 	if strings.TrimSpace(prompt) == "" {
-		return req, agentd.Errorf(agentd.KindInvalid, "prompt.user", "agent %q: the prompt rendered empty", t.cfg.Name)
+		return req, 0, agentd.Errorf(agentd.KindInvalid, "prompt.user", "agent %q: the prompt rendered empty", t.cfg.Name)
 	}
 	content := append(append(static, dynamic...), agentd.TextBlock(prompt))
 	req.Messages = []agentd.Message{{Role: agentd.RoleUser, Content: content}}
-	return req, nil
+	return req, len(static), nil
+}
+
+// cachePolicy is the agent's, with the static context blocks marked.
+func (t *Task) cachePolicy(staticBlocks int) CachePolicy {
+	p := t.cfg.Cache
+	p.StaticContextBlocks = staticBlocks
+	return p
 }
 
 // response renders the body: the mapped response (or the output) with the

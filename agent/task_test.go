@@ -85,7 +85,7 @@ func newTaskEnv(t *testing.T) *taskEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	if err := migrate.Apply(ctx, db, append(migrate.Runtime(), migrate.Decisions())); err != nil {
+	if err := migrate.Apply(ctx, db, migrate.Runtime()); err != nil {
 		t.Fatal(err)
 	}
 	kv, err := bolt.Open(filepath.Join(dir, "kv.db"), bolt.WithSweepInterval(0), bolt.WithClock(clock))

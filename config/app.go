@@ -6,16 +6,21 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/decision"
 	"github.com/agentd/agentd/memory"
 	"github.com/agentd/agentd/model/anthropic"
 	"github.com/agentd/agentd/model/anthropictest"
+	"github.com/agentd/agentd/model/resilient"
 	"github.com/agentd/agentd/server"
 	"github.com/agentd/agentd/store"
 	"github.com/agentd/agentd/store/migrate"
 	"github.com/agentd/agentd/telemetry"
+	"github.com/jonboulle/clockwork"
 )
 
 // ModelMode says what answers the agents.
@@ -42,7 +47,10 @@ type Options struct {
 	// Getenv reads the environment; nil means os.Getenv. Tests pass their own.
 	Getenv func(string) string
 	Logger *slog.Logger
-	Clock  agentd.Clock
+	// Clock is the time of expiry, audit and budgets; when it is also a
+	// clockwork.Clock (a test's fake), retry backoff and the circuit
+	// breakers wait on it too.
+	Clock agentd.Clock
 }
 
 // App is a project wired to its stores, model and agents.
@@ -52,12 +60,22 @@ type App struct {
 	Blob      agentd.Blob
 	DB        agentd.DB
 	Auditor   *telemetry.Auditor
+	Metrics   *telemetry.Metrics
+	Tracing   *telemetry.Tracing
+	Decisions *decision.Store
 	Chats     map[string]*agent.Chat
+	Tasks     map[string]*agent.Task
+	Customs   map[string]*agent.Custom // agents written in Go, added with Handle
 	ModelMode ModelMode
 	// URLs are the store URLs in use, for the start banner.
 	URLs Bindings
+	// Dev says the app runs under agentd dev.
+	Dev bool
 
 	logger  *slog.Logger
+	model   agentd.Model
+	clock   agentd.Clock
+	tel     agent.Telemetry
 	closers []func(context.Context) error
 }
 
@@ -75,13 +93,15 @@ func Open(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	if clock == nil {
 		clock = agentd.SystemClock{}
 	}
-	app := &App{Config: cfg, Chats: map[string]*agent.Chat{}, logger: logger, URLs: cfg.Bindings}
+	app := &App{Config: cfg, Chats: map[string]*agent.Chat{}, Tasks: map[string]*agent.Task{}, Customs: map[string]*agent.Custom{},
+		logger: logger, clock: clock, URLs: cfg.Bindings}
 	defer func() {
 		if err != nil {
 			_ = app.Close(context.WithoutCancel(ctx))
 		}
 	}()
 
+	app.Dev = opts.Dev
 	app.URLs = StoreURLs(cfg.Bindings, opts.Dev, getenv)
 	if app.KV, err = store.OpenKV(ctx, app.URLs.KV, cfg.Dir, clock); err != nil {
 		return nil, fmt.Errorf("kv %s: %w", app.URLs.KV, err)
@@ -98,22 +118,74 @@ func Open(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	if err := migrate.Apply(ctx, app.DB, migrate.Runtime()); err != nil {
 		return nil, fmt.Errorf("migrating the runtime's tables: %w", err)
 	}
+	if err := applySeed(ctx, cfg, app.DB, app.Blob, clock); err != nil {
+		return nil, err
+	}
+	app.Decisions = decision.New(app.DB, clock)
 	app.Auditor = telemetry.NewAuditor(app.DB, telemetry.WithLogger(logger))
 	// Closers run in reverse: the auditor flushes before the DB closes.
 	app.closers = append(app.closers, app.Auditor.Close)
+	app.Metrics = telemetry.NewMetrics()
+	tcfg := telemetry.TracingConfig{Endpoint: cfg.Tracing.Endpoint, Headers: cfg.Tracing.Headers, ServiceName: cfg.Tracing.ServiceName, SampleRatio: cfg.Tracing.SampleRatio}
+	if tcfg.Endpoint == "" {
+		tcfg.Endpoint = getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+	}
+	if app.Tracing, err = telemetry.NewTracing(ctx, tcfg); err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	app.closers = append(app.closers, app.Tracing.Shutdown)
+	pricing, err := telemetry.NewPricing(cfg.Pricing)
+	if err != nil {
+		return nil, err
+	}
 
 	model, mode, err := newModel(cfg, opts, getenv)
 	if err != nil {
 		return nil, err
 	}
+	if mode != ModelUnavailable {
+		model = resilientModel(model, cfg, clock, app.Metrics, logger)
+	}
 	app.ModelMode = mode
+	app.model = model
+	tel := agent.Telemetry{Pricing: pricing, Metrics: app.Metrics, Tracer: app.Tracing.Tracer()}
+	if mode != ModelAnthropic {
+		tel.Pricing = nil // the offline model costs nothing
+	}
+	app.tel = tel
 	if mode == ModelUnavailable {
 		logger.Warn("no API key configured: agents will answer 503 model_unavailable until ANTHROPIC_API_KEY is set")
 	}
 
 	locks, releaseLocks := store.LockerFor(app.KV)
 	app.closers = append(app.closers, func(context.Context) error { return releaseLocks() })
+	vars := Vars(cfg.Vars, getenv)
+	outbound, checkURL, err := newOutbound(OutboundFromEnv(cfg.Outbound, getenv))
+	if err != nil {
+		return nil, err
+	}
 	for _, a := range cfg.Agents {
+		if a.Kind == "task" {
+			tc := *a.Task
+			tc.Vars = vars
+			if mode == ModelOffline {
+				tc.ModelLabel = OfflineModelLabel
+			}
+			task, err := agent.NewTask(tc, agent.TaskDeps{
+				Model:     model,
+				Sources:   agent.SourceDeps{KV: app.KV, Blob: app.Blob, DB: app.DB, HTTP: outbound, CheckURL: checkURL},
+				Effects:   agent.EffectDeps{KV: app.KV, Decisions: app.Decisions, Locks: locks, HTTP: outbound, CheckURL: checkURL, Clock: clock},
+				Audit:     app.Auditor,
+				Clock:     clock,
+				Logger:    logger,
+				Telemetry: tel,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("agent %s: %w", a.Name, err)
+			}
+			app.Tasks[a.Name] = task
+			continue
+		}
 		if a.Kind != "chat" {
 			continue
 		}
@@ -129,15 +201,120 @@ func Open(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 			MaxTokens:       a.MaxTokens,
 			MaxTurns:        *a.Memory.MaxTurns,
 			MaxMessageBytes: a.MaxMessageBytes,
+			Limits:          agent.Limits{MaxSteps: a.Limits.MaxSteps, MaxTokens: a.Limits.MaxTokens},
+			Compact:         compactPolicy(a.Memory),
+			Cache:           cachePolicy(a.Cache),
+			Fallback:        a.ChatFallback,
 		}, agent.ChatDeps{
-			Model:  model,
-			Memory: memory.New(app.KV, memory.Options{Namespace: a.Memory.Namespace, TTL: a.Memory.TTL.Duration, Clock: clock}),
-			Locks:  locks,
-			Audit:  app.Auditor,
-			Clock:  clock,
+			Model:     model,
+			Memory:    memory.New(app.KV, memory.Options{Namespace: a.Memory.Namespace, TTL: a.Memory.TTL.Duration, Clock: clock}),
+			Locks:     locks,
+			Audit:     app.Auditor,
+			Clock:     clock,
+			Telemetry: tel,
+			KV:        app.KV,
+			Reviews:   app.Decisions,
+			Logger:    logger,
 		})
 	}
+	if len(app.Tasks) > 0 {
+		app.startResumer(clock)
+	}
 	return app, nil
+}
+
+// Handle serves an agent written in Go at POST /agents/{name}: h gets the
+// request body and an agent.Env with the project's bindings and its model
+// (behind the same retries, limits and audit as declared agents). Call it
+// before building the server. The name must not be a declared agent's.
+func (a *App) Handle(name string, h agent.HandlerFunc, limits agent.Limits) error {
+	if _, ok := a.Config.Agent(name); ok {
+		return agentd.Errorf(agentd.KindConflict, "handle", "agent %q is declared in agentd.toml", name)
+	}
+	if _, ok := a.Customs[name]; ok {
+		return agentd.Errorf(agentd.KindConflict, "handle", "agent %q has a handler already", name)
+	}
+	c, err := agent.NewCustom(name, h, agent.CustomDeps{
+		Model: a.model, ModelName: a.Config.Model.Name, KV: a.KV, Blob: a.Blob, DB: a.DB, Decisions: a.Decisions,
+		Audit: a.Auditor, Clock: a.clock, Logger: a.logger, Limits: limits, Telemetry: a.tel,
+	})
+	if err != nil {
+		return err
+	}
+	a.Customs[name] = c
+	return nil
+}
+
+// startResumer finishes, in the background, the effects of decisions a
+// crash or a failed effect left pending. Every node runs one; the
+// per-decision lock keeps two from applying the same decision.
+func (a *App) startResumer(clock agentd.Clock) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(resumeInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			for name, task := range a.Tasks {
+				if n, err := task.Resume(ctx, resumeIdle); err != nil {
+					a.logger.Warn("resuming pending effects failed", "agent", name, "error", err)
+				} else if n > 0 {
+					a.logger.Info("resumed pending effects", "agent", name, "decisions", n)
+				}
+			}
+		}
+	}()
+	a.closers = append(a.closers, func(context.Context) error {
+		cancel()
+		<-done
+		return nil
+	})
+}
+
+// compactPolicy is a chat agent's compaction policy, nil when it prunes.
+func compactPolicy(m Memory) *memory.CompactPolicy {
+	if m.Strategy != "compact" {
+		return nil
+	}
+	return &memory.CompactPolicy{TriggerTokens: m.CompactAtTokens, KeepTurns: m.KeepTurns}
+}
+
+// Vars are the project's [vars] with the environment's overrides:
+// AGENTD_VAR_<NAME> (the key upper-cased, '-' as '_') replaces a value.
+func Vars(vars map[string]any, getenv func(string) string) map[string]any {
+	out := make(map[string]any, len(vars))
+	for k, v := range vars {
+		out[k] = jsonShape(v)
+		if env := getenv("AGENTD_VAR_" + strings.ToUpper(strings.ReplaceAll(k, "-", "_"))); env != "" {
+			out[k] = env
+		}
+	}
+	return out
+}
+
+// OutboundFromEnv adds to [outbound] what the environment allows:
+// AGENTD_OUTBOUND_ALLOW and AGENTD_OUTBOUND_ALLOW_PRIVATE, comma-separated,
+// so a deployment can point an agent's webhook elsewhere (with
+// AGENTD_VAR_…) without editing the project.
+func OutboundFromEnv(o Outbound, getenv func(string) string) Outbound {
+	split := func(v string) []string {
+		var out []string
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	o.Allow = append(append([]string(nil), o.Allow...), split(getenv("AGENTD_OUTBOUND_ALLOW"))...)
+	o.AllowPrivate = append(append([]string(nil), o.AllowPrivate...), split(getenv("AGENTD_OUTBOUND_ALLOW_PRIVATE"))...)
+	return o
 }
 
 // StoreURLs applies the store URL overrides of the environment, or, for
@@ -183,17 +360,38 @@ func newModel(cfg *Config, opts Options, getenv func(string) string) (agentd.Mod
 	if v := getenv("ANTHROPIC_BASE_URL"); v != "" {
 		baseURL = v
 	}
-	retries := *cfg.Model.MaxRetries
-	if retries == 0 {
-		retries = -1 // anthropic.Config: 0 would mean the SDK default
-	}
+	// The SDK's retries stay off: model/resilient is the one retry layer.
 	m, err := anthropic.New(anthropic.Config{
 		APIKey:     key,
 		BaseURL:    baseURL,
-		MaxRetries: retries,
+		MaxRetries: -1,
 		Timeout:    cfg.Model.Timeout.Duration,
 	})
 	return m, ModelAnthropic, err
+}
+
+// resilientModel wraps the model in the one retry layer and a circuit
+// breaker per model, reporting both to the metrics.
+func resilientModel(inner agentd.Model, cfg *Config, clock agentd.Clock, metrics *telemetry.Metrics, logger *slog.Logger) *resilient.Model {
+	rc := resilient.Config{
+		MaxRetries:       *cfg.Model.MaxRetries,
+		FailureThreshold: cfg.Model.BreakerThreshold,
+		OpenFor:          cfg.Model.BreakerCooldown.Duration,
+		OnRetry: func(model string, wait time.Duration, err error) {
+			metrics.Retry(model)
+		},
+		OnBreakerChange: func(model string, from, to resilient.State) {
+			metrics.BreakerState(model, to.String())
+			logger.Warn("circuit breaker changed", "model", model, "from", from.String(), "to", to.String())
+		},
+	}
+	if rc.MaxRetries == 0 {
+		rc.MaxRetries = -1 // resilient.Config: 0 would mean its default
+	}
+	if c, ok := clock.(clockwork.Clock); ok {
+		rc.Clock = c // tests drive backoff and the breaker with their clock
+	}
+	return resilient.New(inner, rc)
 }
 
 // unavailableModel answers every call with model_unavailable: the server
@@ -209,10 +407,17 @@ func (unavailableModel) Generate(context.Context, agentd.ModelRequest) (agentd.M
 func (a *App) ServerConfig(logger *slog.Logger) server.Config {
 	return server.Config{
 		Chats:          a.Chats,
+		Tasks:          a.Tasks,
+		Customs:        a.Customs,
+		Decisions:      a.Decisions,
 		MaxBodyBytes:   a.Config.Server.MaxBodyBytes,
 		RequestTimeout: a.Config.Server.RequestTimeout.Duration,
 		Logger:         logger,
 		Ready:          a.Ready,
+		DevWebhooks:    a.Dev,
+		Auditor:        a.Auditor,
+		Metrics:        a.Metrics,
+		Tracer:         a.Tracing.Tracer(),
 	}
 }
 

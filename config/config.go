@@ -13,7 +13,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/agentd/agentd/agent"
 	"github.com/agentd/agentd/store"
+	"github.com/agentd/agentd/telemetry"
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
 )
@@ -45,7 +47,16 @@ type Config struct {
 	Bindings Bindings `toml:"bindings"`
 	Model    Model    `toml:"model"`
 	Server   Server   `toml:"server"`
-	Agents   []Agent  `toml:"agents"`
+	Outbound Outbound `toml:"outbound"`
+	Seed     Seed     `toml:"seed"`
+	Tracing  Tracing  `toml:"tracing"`
+	// Pricing overrides or adds model prices, USD per million tokens, over
+	// the table agentd ships.
+	Pricing map[string]telemetry.Price `toml:"pricing"`
+	// Vars are values templates and rules read as .vars / vars;
+	// AGENTD_VAR_<NAME> (upper case) overrides one at start.
+	Vars   map[string]any `toml:"vars"`
+	Agents []Agent        `toml:"agents"`
 
 	// Dir is the project directory; relative paths in the file are relative to it.
 	Dir string `toml:"-"`
@@ -65,9 +76,24 @@ type Model struct {
 	MaxTokens  int      `toml:"max_tokens"`
 	Timeout    Duration `toml:"timeout"`
 	MaxRetries *int     `toml:"max_retries"`
-	BaseURL    string   `toml:"base_url"`
+	// BreakerThreshold is how many consecutive failed calls open a
+	// model's circuit breaker (0: 5; negative: never).
+	BreakerThreshold int `toml:"breaker_threshold"`
+	// BreakerCooldown is how long an open breaker fails fast before it
+	// lets one probe through (0: 30s).
+	BreakerCooldown Duration `toml:"breaker_cooldown"`
+	BaseURL         string   `toml:"base_url"`
 
 	APIKey string `toml:"-"`
+}
+
+// Tracing is [tracing]: OpenTelemetry spans over OTLP/HTTP, off unless an
+// endpoint is set (here or in OTEL_EXPORTER_OTLP_ENDPOINT).
+type Tracing struct {
+	Endpoint    string            `toml:"endpoint"`
+	Headers     map[string]string `toml:"headers"`
+	ServiceName string            `toml:"service_name"`
+	SampleRatio float64           `toml:"sample_ratio"`
 }
 
 // Server configures the HTTP server.
@@ -79,23 +105,56 @@ type Server struct {
 
 // Agent declares one agent.
 type Agent struct {
-	Name            string `toml:"name"`
-	Kind            string `toml:"kind"`
-	System          string `toml:"system"` // path of the system prompt file
-	Model           string `toml:"model"`
-	MaxTokens       int    `toml:"max_tokens"`
-	MaxMessageBytes int    `toml:"max_message_bytes"`
-	Memory          Memory `toml:"memory"`
+	Name            string      `toml:"name"`
+	Kind            string      `toml:"kind"`   // chat or task
+	System          string      `toml:"system"` // path of the system prompt file (a template for task agents)
+	Model           string      `toml:"model"`
+	MaxTokens       int         `toml:"max_tokens"`
+	MaxMessageBytes int         `toml:"max_message_bytes"`
+	Memory          Memory      `toml:"memory"`
+	Fallback        Fallback    `toml:"fallback"`
+	Limits          Limits      `toml:"limits"`
+	Cache           PromptCache `toml:"cache"`
+
+	// Task agents.
+	Input          string             `toml:"input"`           // JSON Schema file of requests
+	Output         string             `toml:"output"`          // JSON Schema file of answers
+	Prompt         string             `toml:"prompt"`          // the user message template file
+	IdempotencyKey string             `toml:"idempotency_key"` // a template naming a decision
+	User           string             `toml:"user"`            // a template naming the request's user
+	Response       string             `toml:"response"`        // CEL mapping the decision to the response body
+	Context        []ContextSource    `toml:"context"`
+	Preconditions  []PreconditionRule `toml:"preconditions"`
+	Effects        []EffectRule       `toml:"effects"`
+	Review         *ReviewRule        `toml:"review"`
 
 	// SystemPrompt is the text of the System file, read by Load.
 	SystemPrompt string `toml:"-"`
+	// Task is a task agent's compiled declaration, made by Load.
+	Task *agent.TaskConfig `toml:"-"`
+	// ChatFallback is a chat agent's compiled fallback chain.
+	ChatFallback agent.ChatFallback `toml:"-"`
 }
 
 // Memory is a chat agent's memory policy.
 type Memory struct {
-	MaxTurns  *int     `toml:"max_turns"`
-	TTL       Duration `toml:"ttl"`
-	Namespace string   `toml:"namespace"`
+	// Strategy bounds a history: "prune" keeps the last max_turns
+	// exchanges (the prompt's start moves every turn, so the prompt cache
+	// misses); "compact" folds the oldest exchanges into a summary in
+	// chunks once the history passes compact_at_tokens (the prompt's start
+	// stays put between compactions, so the cache hits).
+	Strategy        string   `toml:"strategy"`
+	MaxTurns        *int     `toml:"max_turns"`
+	CompactAtTokens int      `toml:"compact_at_tokens"`
+	KeepTurns       int      `toml:"keep_turns"`
+	TTL             Duration `toml:"ttl"`
+	Namespace       string   `toml:"namespace"`
+}
+
+// PromptCache is [agents.cache]: automatic prompt-cache breakpoints.
+type PromptCache struct {
+	// TTL is "5m" (the default), "1h", or "off" to place none.
+	TTL string `toml:"ttl"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s",
@@ -165,6 +224,16 @@ var agentNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 // Load reads and validates the project in dir. On any problem it returns
 // Problems, listing every one found, each with its file and line.
 func Load(dir string) (*Config, error) {
+	return load(dir, false)
+}
+
+// LoadEmbedded is Load for a Go program that embeds agentd and serves
+// agents of its own (App.Handle): the project may declare none.
+func LoadEmbedded(dir string) (*Config, error) {
+	return load(dir, true)
+}
+
+func load(dir string, embedded bool) (*Config, error) {
 	absDir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -177,7 +246,7 @@ func Load(dir string) (*Config, error) {
 		}
 		return nil, Problems{{File: path, Message: err.Error()}}
 	}
-	l := &loader{file: filepath.Join(dir, FileName), dir: absDir}
+	l := &loader{file: filepath.Join(dir, FileName), dir: absDir, embedded: embedded}
 	cfg := l.parse(data)
 	if cfg != nil {
 		cfg.Dir = absDir
@@ -191,6 +260,7 @@ func Load(dir string) (*Config, error) {
 }
 
 type loader struct {
+	embedded bool   // agents may come from Go code rather than the file
 	file     string // as shown in problems
 	dir      string
 	lines    map[string]int // key path ("agents.0.system") → line
@@ -386,6 +456,9 @@ func (l *loader) validate(cfg *Config) {
 	if *cfg.Model.MaxRetries < 0 || *cfg.Model.MaxRetries > 10 {
 		l.add(l.at("model", "max_retries"), "model.max_retries must be between 0 and 10")
 	}
+	if cfg.Model.BreakerCooldown.Duration < 0 {
+		l.add(l.at("model", "breaker_cooldown"), "model.breaker_cooldown must be positive")
+	}
 	if cfg.Model.Timeout.Duration < 0 {
 		l.add(l.at("model", "timeout"), "model.timeout must be positive")
 	}
@@ -396,7 +469,9 @@ func (l *loader) validate(cfg *Config) {
 		l.add(l.at("server", "request_timeout"), "server.request_timeout must be positive")
 	}
 	if len(cfg.Agents) == 0 {
-		l.add(0, "no agents: declare at least one [[agents]] table")
+		if !l.embedded {
+			l.add(0, "no agents: declare at least one [[agents]] table")
+		}
 	}
 	names := map[string]int{}
 	namespaces := map[string]string{}
@@ -415,11 +490,14 @@ func (l *loader) validate(cfg *Config) {
 			names[a.Name] = i
 		}
 		switch a.Kind {
-		case "chat":
+		case "chat", "task":
 		case "":
-			l.add(line, "agent %q: kind is required (\"chat\")", a.Name)
+			l.add(line, "agent %q: kind is required (\"chat\" or \"task\")", a.Name)
 		default:
-			l.add(l.at("agents", i, "kind"), "agent %q: kind %q is not supported; use \"chat\"", a.Name, a.Kind)
+			l.add(l.at("agents", i, "kind"), "agent %q: kind %q is not supported; use \"chat\" or \"task\"", a.Name, a.Kind)
+		}
+		if a.Limits.MaxSteps < 0 || a.Limits.MaxTokens < 0 {
+			l.add(l.at("agents", i, "limits"), "agent %q: limits must not be negative", a.Name)
 		}
 		if a.MaxTokens < 0 {
 			l.add(l.at("agents", i, "max_tokens"), "agent %q: max_tokens must be positive", a.Name)
@@ -427,19 +505,86 @@ func (l *loader) validate(cfg *Config) {
 		if a.MaxMessageBytes < 0 {
 			l.add(l.at("agents", i, "max_message_bytes"), "agent %q: max_message_bytes must be positive", a.Name)
 		}
+		switch a.Cache.TTL {
+		case "", "5m", "1h", "off":
+		default:
+			l.add(l.at("agents", i, "cache", "ttl"), "agent %q: cache.ttl must be \"5m\", \"1h\" or \"off\"", a.Name)
+		}
+		switch a.Memory.Strategy {
+		case "", "prune", "compact":
+		default:
+			l.add(l.at("agents", i, "memory", "strategy"), "agent %q: memory.strategy must be \"prune\" or \"compact\"", a.Name)
+		}
+		if a.Memory.CompactAtTokens < 0 || a.Memory.KeepTurns < 0 {
+			l.add(l.at("agents", i, "memory"), "agent %q: memory.compact_at_tokens and keep_turns must not be negative", a.Name)
+		}
 		if *a.Memory.MaxTurns < 1 {
 			l.add(l.at("agents", i, "memory", "max_turns"), "agent %q: memory.max_turns must be at least 1", a.Name)
 		}
 		if a.Memory.TTL.Duration < time.Minute {
 			l.add(l.at("agents", i, "memory", "ttl"), "agent %q: memory.ttl must be at least 60s (the KV minimum)", a.Name)
 		}
-		if a.Kind == "chat" {
+		switch a.Kind {
+		case "chat":
+			l.compileChat(a, i)
 			if other, dup := namespaces[a.Memory.Namespace]; dup {
 				l.add(l.at("agents", i, "memory", "namespace"), "agents %q and %q would share conversations: give one a distinct memory.namespace", other, a.Name)
 			}
 			namespaces[a.Memory.Namespace] = a.Name
+			l.readPrompt(a, i)
+			for key, set := range map[string]bool{
+				"input": a.Input != "", "output": a.Output != "", "prompt": a.Prompt != "", "idempotency_key": a.IdempotencyKey != "",
+				"user": a.User != "", "response": a.Response != "", "context": len(a.Context) > 0,
+				"preconditions": len(a.Preconditions) > 0, "effects": len(a.Effects) > 0, "review": a.Review != nil,
+			} {
+				if set {
+					l.add(l.at("agents", i, key), "agent %q: %s is for task agents; this one is a chat agent", a.Name, key)
+				}
+			}
+		case "task":
+			if a.System != "" {
+				l.readPrompt(a, i)
+			}
+			l.compileTask(cfg, a, i)
+		default:
+			l.readPrompt(a, i)
 		}
-		l.readPrompt(a, i)
+	}
+	l.validateOutbound(cfg)
+	l.validateSeed(cfg)
+	if _, err := telemetry.NewPricing(cfg.Pricing); err != nil {
+		l.add(l.at("pricing"), "%s", clientMessage(err))
+	}
+	if r := cfg.Tracing.SampleRatio; r < 0 || r > 1 {
+		l.add(l.at("tracing", "sample_ratio"), "tracing.sample_ratio must be between 0 and 1")
+	}
+}
+
+func (l *loader) validateOutbound(cfg *Config) {
+	for j, p := range cfg.Outbound.Allow {
+		if !strings.HasPrefix(p, "http://") && !strings.HasPrefix(p, "https://") {
+			l.add(l.at("outbound", "allow"), "outbound.allow[%d]: %q must be an http:// or https:// URL prefix", j, p)
+		}
+	}
+	if cfg.Outbound.Timeout.Duration < 0 {
+		l.add(l.at("outbound", "timeout"), "outbound.timeout must be positive")
+	}
+}
+
+func (l *loader) validateSeed(cfg *Config) {
+	for j, f := range cfg.Seed.SQL {
+		if !seedFileExists(l.dir, f) {
+			l.add(l.at("seed", "sql"), "seed.sql[%d]: %s does not exist (nor a .sqlite or .postgres variant)", j, f)
+		}
+	}
+	if d := cfg.Seed.Blob; d != "" {
+		path := d
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(l.dir, path)
+		}
+		if st, err := os.Stat(path); err != nil || !st.IsDir() {
+			l.add(l.at("seed", "blob"), "seed.blob: %s is not a directory", d)
+		}
 	}
 }
 

@@ -36,6 +36,10 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any) er
 	return nil
 }
 
+// errEmptyBody is decodeJSON's error for a body with nothing in it, which
+// some endpoints accept.
+var errEmptyBody = agentd.Errorf(agentd.KindInvalid, "decode", "request body is empty; send a JSON object")
+
 func tooLarge(limit int64) error {
 	return agentd.Errorf(agentd.KindTooLarge, "decode", "request body is larger than %d bytes", limit)
 }
@@ -51,7 +55,7 @@ func decodeError(err error, limit int64) error {
 	case errors.As(err, &mbe):
 		return tooLarge(limit)
 	case errors.Is(err, io.EOF):
-		return agentd.Errorf(agentd.KindInvalid, op, "request body is empty; send a JSON object")
+		return errEmptyBody
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return agentd.Errorf(agentd.KindInvalid, op, "request body is not valid JSON: it ends too early")
 	case errors.As(err, &syntax):

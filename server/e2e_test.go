@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -38,6 +39,8 @@ type project struct {
 type projectOpts struct {
 	agentTOML string            // extra keys for the [[agents]] table
 	extraTOML string            // extra top-level tables
+	modelTOML string            // keys of [model]; default "max_retries = 0"
+	system    string            // the system prompt; default "You are a support agent."
 	env       map[string]string // environment; ANTHROPIC_* are filled in unless set
 	noKey     bool
 	dev       bool
@@ -51,16 +54,16 @@ func newProject(t *testing.T, o projectOpts) *project {
 [model]
 name = "claude-sonnet-4-6"
 max_tokens = 256
-max_retries = 0
+%s
 %s
 [[agents]]
 name = "support-chat"
 kind = "chat"
 system = "prompts/support.md"
 %s
-`, o.extraTOML, o.agentTOML)
+`, cmp.Or(o.modelTOML, "max_retries = 0"), o.extraTOML, o.agentTOML)
 	writeFile(t, filepath.Join(dir, "agentd.toml"), toml)
-	writeFile(t, filepath.Join(dir, "prompts/support.md"), "You are a support agent.")
+	writeFile(t, filepath.Join(dir, "prompts/support.md"), cmp.Or(o.system, "You are a support agent."))
 	cfg, err := config.Load(dir)
 	if err != nil {
 		t.Fatalf("config.Load: %v", err)

@@ -11,25 +11,42 @@ import (
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/decision"
+	"github.com/agentd/agentd/telemetry"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures a Server: the agents it serves and its limits.
 type Config struct {
-	Chats map[string]*agent.Chat // the chat agents, by name
+	Chats     map[string]*agent.Chat   // the chat agents, by name
+	Tasks     map[string]*agent.Task   // the task agents, by name
+	Customs   map[string]*agent.Custom // agents written in Go, by name
+	Decisions *decision.Store          // the decision ledger and review queue; nil without task agents
 
 	MaxBodyBytes   int64         // request bodies over this are refused with 413
 	RequestTimeout time.Duration // 0: none beyond the client's
 	Logger         *slog.Logger
 	// Ready reports whether the stores answer; nil means always ready.
 	Ready func(ctx context.Context) error
+	// DevWebhooks serves a webhook sink at /_dev/webhooks/{name}, for
+	// agentd dev only.
+	DevWebhooks bool
+	// Auditor answers GET /usage from the audit log; nil: no /usage.
+	Auditor *telemetry.Auditor
+	// Metrics counts requests and serves GET /metrics; nil: neither.
+	Metrics *telemetry.Metrics
+	// Tracer spans agent requests; nil: none.
+	Tracer trace.Tracer
 }
 
 // Server is agentd's HTTP API.
 type Server struct {
 	chats  map[string]*agent.Chat
+	tasks  map[string]*agent.Task
 	cfg    Config
 	logger *slog.Logger
 	mux    *http.ServeMux
+	sink   devSink
 }
 
 // New returns a Server for the agents of cfg.
@@ -37,18 +54,34 @@ func New(cfg Config) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
-	s := &Server{chats: cfg.Chats, cfg: cfg, logger: cfg.Logger, mux: http.NewServeMux()}
+	s := &Server{chats: cfg.Chats, tasks: cfg.Tasks, cfg: cfg, logger: cfg.Logger, mux: http.NewServeMux()}
 	if s.logger == nil {
 		s.logger = discardLogger()
 	}
 	// Routes are registered without methods and dispatched by route, so a
 	// wrong method gets the JSON error shape and an Allow header rather than
 	// the mux's plain-text 405.
-	s.route("/agents/{name}", map[string]http.HandlerFunc{http.MethodPost: s.chatTurn})
+	s.route("/agents/{name}", map[string]http.HandlerFunc{http.MethodPost: s.agentRequest})
 	s.route("/agents/{name}/conversations/{userId}", map[string]http.HandlerFunc{
 		http.MethodGet:    s.getConversation,
 		http.MethodDelete: s.deleteConversation,
 	})
+	s.route("/reviews", map[string]http.HandlerFunc{http.MethodGet: s.listReviews})
+	s.route("/reviews/{id}", map[string]http.HandlerFunc{http.MethodGet: s.getReview})
+	s.route("/reviews/{id}/approve", map[string]http.HandlerFunc{http.MethodPost: s.approveReview})
+	s.route("/reviews/{id}/reject", map[string]http.HandlerFunc{http.MethodPost: s.rejectReview})
+	s.route("/decisions/{id}", map[string]http.HandlerFunc{http.MethodGet: s.getDecision})
+	if cfg.DevWebhooks {
+		s.sink.hooks = map[string][]devHook{}
+		s.route("/_dev/webhooks/{name}", map[string]http.HandlerFunc{http.MethodGet: s.devWebhook, http.MethodPost: s.devWebhook})
+	}
+	if cfg.Auditor != nil {
+		s.route("/usage", map[string]http.HandlerFunc{http.MethodGet: s.usage})
+	}
+	if cfg.Metrics != nil {
+		metrics := cfg.Metrics.Handler()
+		s.route("/metrics", map[string]http.HandlerFunc{http.MethodGet: metrics.ServeHTTP})
+	}
 	s.route("/healthz", map[string]http.HandlerFunc{http.MethodGet: s.healthz})
 	s.route("/readyz", map[string]http.HandlerFunc{http.MethodGet: s.readyz})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -101,9 +134,31 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) (*agent.Chat, bool
 	name := r.PathValue("name")
 	c, ok := s.chats[name]
 	if !ok {
-		s.writeError(w, r, agentd.Errorf(agentd.KindNotFound, "agent", "no agent named %q", name))
+		if _, isTask := s.tasks[name]; isTask {
+			s.writeError(w, r, agentd.Errorf(agentd.KindNotFound, "agent", "agent %q is a task agent: it has no conversations", name))
+		} else {
+			s.writeError(w, r, agentd.Errorf(agentd.KindNotFound, "agent", "no agent named %q", name))
+		}
 	}
 	return c, ok
+}
+
+// agentRequest dispatches POST /agents/{name} by the agent's kind.
+func (s *Server) agentRequest(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if t, ok := s.tasks[name]; ok {
+		s.observed(w, r, name, func(w http.ResponseWriter, r *http.Request) { s.taskRequest(w, r, t) })
+		return
+	}
+	if c, ok := s.cfg.Customs[name]; ok {
+		s.observed(w, r, name, func(w http.ResponseWriter, r *http.Request) { s.customRequest(w, r, c) })
+		return
+	}
+	if _, ok := s.chats[name]; ok {
+		s.observed(w, r, name, s.chatTurn)
+		return
+	}
+	s.chatTurn(w, r) // answers 404 naming the agent
 }
 
 // withTimeout bounds a request's work by the configured timeout.
@@ -119,6 +174,9 @@ func (s *Server) withTimeout(r *http.Request) (context.Context, context.CancelFu
 type chatRequest struct {
 	UserID  *string `json:"userId"`
 	Message *string `json:"message"`
+	// Stream asks for the answer as server-sent events, as an Accept:
+	// text/event-stream header does.
+	Stream bool `json:"stream"`
 }
 
 func (s *Server) chatTurn(w http.ResponseWriter, r *http.Request) {
@@ -141,6 +199,10 @@ func (s *Server) chatTurn(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.withTimeout(r)
 	defer cancel()
+	if req.Stream || acceptsEventStream(r) {
+		s.streamTurn(ctx, w, r, c, *req.UserID, *req.Message)
+		return
+	}
 	start := time.Now()
 	res, err := c.Turn(ctx, *req.UserID, *req.Message)
 	if err != nil {

@@ -9,12 +9,17 @@ import (
 )
 
 func (e *env) checkCmd() *cobra.Command {
-	return &cobra.Command{
+	var embedded bool
+	cmd := &cobra.Command{
 		Use:   "check [DIR]",
-		Short: "Validate agentd.toml and its prompt files; print every problem with file and line",
+		Short: "Validate agentd.toml and the prompt, schema and seed files it names; print every problem with file and line",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(projectDir(args))
+			load := config.Load
+			if embedded {
+				load = config.LoadEmbedded
+			}
+			cfg, err := load(projectDir(args))
 			if err != nil {
 				return err
 			}
@@ -22,4 +27,6 @@ func (e *env) checkCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&embedded, "embedded", false, "the project is embedded in a Go program that adds its own agents: it may declare none")
+	return cmd
 }

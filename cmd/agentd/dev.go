@@ -66,4 +66,20 @@ func (e *env) banner(dir string, app *config.App, addr net.Addr) {
 	for _, name := range names {
 		fmt.Fprintf(w, "  agent:  curl -s http://%s/agents/%s -d '{\"userId\":\"u1\",\"message\":\"Hello\"}'\n", addr, name)
 	}
+	tasks := make([]string, 0, len(app.Tasks))
+	for name := range app.Tasks {
+		tasks = append(tasks, name)
+	}
+	slices.Sort(tasks)
+	for _, name := range tasks {
+		a, _ := app.Config.Agent(name)
+		input := "a JSON object"
+		if a.Input != "" {
+			input = "a JSON object matching " + a.Input
+		}
+		fmt.Fprintf(w, "  agent:  POST http://%s/agents/%s with %s\n", addr, name, input)
+	}
+	if len(tasks) > 0 {
+		fmt.Fprintf(w, "  review: curl -s 'http://%s/reviews?status=pending'   webhooks sent: http://%s/_dev/webhooks/{name}\n", addr, addr)
+	}
 }

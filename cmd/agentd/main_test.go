@@ -81,10 +81,10 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name:     "semantic problems all reported",
-			toml:     "[bindings]\nkv = \"memcache://x\"\n[[agents]]\nname = \"Bad Name\"\nkind = \"task\"\nsystem = \"p.md\"\n[agents.memory]\nmax_turns = 0\nttl = \"10s\"\n",
+			toml:     "[bindings]\nkv = \"memcache://x\"\n[[agents]]\nname = \"Bad Name\"\nkind = \"workflow\"\nsystem = \"p.md\"\n[agents.memory]\nmax_turns = 0\nttl = \"10s\"\n",
 			prompt:   true,
 			wantCode: 1,
-			want:     []string{"agentd.toml:2: bindings.kv", "agentd.toml:4:", "Bad Name", "agentd.toml:5:", "\"task\"", "agentd.toml:8:", "max_turns", "agentd.toml:9:", "ttl"},
+			want:     []string{"agentd.toml:2: bindings.kv", "agentd.toml:4:", "Bad Name", "agentd.toml:5:", "\"workflow\"", "agentd.toml:8:", "max_turns", "agentd.toml:9:", "ttl"},
 		},
 		{
 			name:     "syntax error with its line",
@@ -137,7 +137,15 @@ func TestCheckExamples(t *testing.T) {
 		t.Fatalf("no examples found: %v", err)
 	}
 	for _, f := range dirs {
-		if r := runAgentd(t, nil, "", "check", filepath.Dir(f)); r.code != 0 {
+		args := []string{"check", filepath.Dir(f)}
+		if goFiles, _ := filepath.Glob(filepath.Join(filepath.Dir(f), "*.go")); len(goFiles) > 0 {
+			// It embeds agentd: its agents are registered by its Go code.
+			args = []string{"check", "--embedded", filepath.Dir(f)}
+			if r := runAgentd(t, nil, "", "check", filepath.Dir(f)); r.code == 0 {
+				t.Errorf("check without --embedded accepted %s, which declares no agents", f)
+			}
+		}
+		if r := runAgentd(t, nil, "", args...); r.code != 0 {
 			t.Errorf("check %s: exit %d\n%s", f, r.code, r.stderr)
 		}
 	}
