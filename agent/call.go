@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/telemetry"
@@ -85,6 +86,8 @@ type caller struct {
 	audit Auditor
 	clock agentd.Clock
 	tel   Telemetry
+	guard *Guard
+	log   *slog.Logger
 	// defaultModel is what Go handlers' requests that name no model use.
 	defaultModel string
 }
@@ -93,6 +96,10 @@ type caller struct {
 // attempts and backoff the layers below reported.
 func (c *caller) call(ctx context.Context, m *meter, meta callMeta, req agentd.ModelRequest) (agentd.ModelResponse, error) {
 	if err := m.admit(c.agent); err != nil {
+		return agentd.ModelResponse{}, err
+	}
+	hold, err := c.guard.reserve(ctx, c.agent, meta.userID, req, c.tel.Pricing, c.tel.Metrics)
+	if err != nil {
 		return agentd.ModelResponse{}, err
 	}
 	trace := &agentd.CallTrace{}
@@ -131,6 +138,9 @@ func (c *caller) call(ctx context.Context, m *meter, meta callMeta, req agentd.M
 		}
 		ev.CostNanoUSD, _ = c.tel.Pricing.Cost(ev.Model, resp.Usage)
 	}
+	if err := hold.settle(ctx, ev.Usage, ev.CostNanoUSD); err != nil {
+		c.logger().Warn("settling a budget reservation failed; it lapses by itself", "agent", c.agent, "error", err)
+	}
 	if c.audit != nil {
 		c.audit.Record(ev)
 	}
@@ -139,6 +149,13 @@ func (c *caller) call(ctx context.Context, m *meter, meta callMeta, req agentd.M
 		return resp, err
 	}
 	return resp, nil
+}
+
+func (c *caller) logger() *slog.Logger {
+	if c.log != nil {
+		return c.log
+	}
+	return slog.New(slog.DiscardHandler)
 }
 
 // unavailable reports whether err means the model could not answer now —

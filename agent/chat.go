@@ -97,6 +97,8 @@ type ChatDeps struct {
 	KV      agentd.KV
 	Reviews *decision.Store
 	Logger  *slog.Logger
+	// Guard holds the agent to its rate limit and budgets; nil: none.
+	Guard *Guard
 }
 
 // NewChat returns a chat agent.
@@ -117,7 +119,7 @@ func NewChat(cfg ChatConfig, deps ChatDeps) *Chat {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Chat{cfg: cfg, memory: deps.Memory, locks: deps.Locks, clock: deps.Clock, kv: deps.KV, reviews: deps.Reviews, logger: deps.Logger,
-		caller: caller{agent: cfg.Name, model: deps.Model, audit: deps.Audit, clock: deps.Clock, tel: deps.Telemetry}}
+		caller: caller{agent: cfg.Name, model: deps.Model, audit: deps.Audit, clock: deps.Clock, tel: deps.Telemetry, guard: deps.Guard, log: deps.Logger}}
 }
 
 // Name is the agent's name.
@@ -184,6 +186,11 @@ func (c *Chat) Turn(ctx context.Context, userID, message string) (TurnResult, er
 // passed on stores nothing.
 func (c *Chat) TurnStream(ctx context.Context, userID, message string, onDelta func(string)) (TurnResult, error) {
 	if err := c.validate(userID, message); err != nil {
+		return TurnResult{}, err
+	}
+	// Counted before waiting for the conversation: a user over the limit
+	// is refused at once, not after the turns queued ahead.
+	if err := c.caller.guard.admit(ctx, c.cfg.Name, userID, c.caller.tel.Metrics); err != nil {
 		return TurnResult{}, err
 	}
 	lease, err := c.locks.Lock(ctx, c.memory.Key(userID))

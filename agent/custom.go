@@ -74,6 +74,7 @@ type CustomDeps struct {
 	Logger    *slog.Logger
 	Limits    Limits
 	Telemetry Telemetry
+	Guard     *Guard
 }
 
 // Custom is an agent served by a Go handler.
@@ -110,8 +111,11 @@ func (c *Custom) Run(ctx context.Context, input json.RawMessage) (json.RawMessag
 	d := c.deps
 	env := &Env{
 		Agent: c.name, KV: d.KV, Blob: d.Blob, DB: d.DB, Decisions: d.Decisions, Clock: d.Clock, Logger: d.Logger,
-		caller: caller{agent: c.name, model: d.Model, audit: d.Audit, clock: d.Clock, tel: d.Telemetry, defaultModel: d.ModelName},
+		caller: caller{agent: c.name, model: d.Model, audit: d.Audit, clock: d.Clock, tel: d.Telemetry, guard: d.Guard, log: d.Logger, defaultModel: d.ModelName},
 		meter:  newMeter(d.Limits),
+	}
+	if err := d.Guard.admit(ctx, c.name, "", d.Telemetry.Metrics); err != nil {
+		return nil, err
 	}
 	out, err := c.h(ctx, env, input)
 	if err != nil {

@@ -107,6 +107,8 @@ type TaskDeps struct {
 	Clock     agentd.Clock
 	Logger    *slog.Logger
 	Telemetry Telemetry
+	// Guard holds the agent to its rate limit and budgets; nil: none.
+	Guard *Guard
 }
 
 // Task is a task agent.
@@ -161,7 +163,7 @@ func NewTask(cfg TaskConfig, deps TaskDeps) (*Task, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	t := &Task{cfg: cfg, deps: deps, waves: waves, logger: logger,
-		caller: caller{agent: cfg.Name, model: deps.Model, audit: deps.Audit, clock: deps.Clock, tel: deps.Telemetry}}
+		caller: caller{agent: cfg.Name, model: deps.Model, audit: deps.Audit, clock: deps.Clock, tel: deps.Telemetry, guard: deps.Guard, log: logger}}
 	t.applier = applier{deps: deps.Effects, headers: t.effectHeaders}
 	staticByName := map[string]bool{}
 	t.static = make([]bool, len(cfg.Sources))
@@ -316,6 +318,9 @@ func (t *Task) decide(ctx context.Context, input any, key string, now time.Time)
 		if userID, err = t.cfg.UserID.Execute(TemplateData{Input: input, Context: values, Vars: t.cfg.Vars}); err != nil {
 			return nil, agentd.E("", "task.user", err)
 		}
+	}
+	if err := t.caller.guard.admit(ctx, t.cfg.Name, userID, t.caller.tel.Metrics); err != nil {
+		return nil, err
 	}
 	edata := ExprData{Input: input, Context: values, Vars: t.cfg.Vars, Now: now}
 	m := newMeter(t.cfg.Limits)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/coord"
 	"github.com/agentd/agentd/decision"
 	"github.com/agentd/agentd/memory"
 	"github.com/agentd/agentd/model/anthropic"
@@ -160,6 +161,7 @@ func Open(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	locks, releaseLocks := store.LockerFor(app.KV)
 	app.closers = append(app.closers, func(context.Context) error { return releaseLocks() })
 	vars := Vars(cfg.Vars, getenv)
+	limiter, budgets := coord.NewRateLimiter(app.KV, clock), coord.NewBudgets(app.KV, clock)
 	outbound, checkURL, err := newOutbound(OutboundFromEnv(cfg.Outbound, getenv))
 	if err != nil {
 		return nil, err
@@ -179,6 +181,7 @@ func Open(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 				Clock:     clock,
 				Logger:    logger,
 				Telemetry: tel,
+				Guard:     a.Limits.guard(limiter, budgets),
 			})
 			if err != nil {
 				return nil, fmt.Errorf("agent %s: %w", a.Name, err)
@@ -215,6 +218,7 @@ func Open(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 			KV:        app.KV,
 			Reviews:   app.Decisions,
 			Logger:    logger,
+			Guard:     a.Limits.guard(limiter, budgets),
 		})
 	}
 	if len(app.Tasks) > 0 {

@@ -496,9 +496,7 @@ func (l *loader) validate(cfg *Config) {
 		default:
 			l.add(l.at("agents", i, "kind"), "agent %q: kind %q is not supported; use \"chat\" or \"task\"", a.Name, a.Kind)
 		}
-		if a.Limits.MaxSteps < 0 || a.Limits.MaxTokens < 0 {
-			l.add(l.at("agents", i, "limits"), "agent %q: limits must not be negative", a.Name)
-		}
+		l.checkLimits(a, i)
 		if a.MaxTokens < 0 {
 			l.add(l.at("agents", i, "max_tokens"), "agent %q: max_tokens must be positive", a.Name)
 		}

@@ -3,12 +3,14 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/coord"
 )
 
 // ContextSource is one [[agents.context]] table: exactly one of sql, blob,
@@ -75,10 +77,55 @@ type FallbackRule struct {
 	Reply  string         `toml:"reply"`  // chat agents
 }
 
-// Limits is [agents.limits].
+// Limits is [agents.limits]: loop limits per request, a request rate per
+// user, and daily budgets.
 type Limits struct {
 	MaxSteps  int   `toml:"max_steps"`
 	MaxTokens int64 `toml:"max_tokens_per_request"`
+	// Rate is requests per user (per agent for requests with no user),
+	// e.g. "100/h".
+	Rate             string  `toml:"rate"`
+	TokensPerDay     int64   `toml:"tokens_per_day"`
+	UserTokensPerDay int64   `toml:"user_tokens_per_day"`
+	USDPerDay        float64 `toml:"usd_per_day"`
+	UserUSDPerDay    float64 `toml:"user_usd_per_day"`
+
+	rate *coord.Rate // parsed by Load
+}
+
+// guard builds the agent's Guard over the shared limiter and budgets; nil
+// when the agent has no rate limit or budget.
+func (l Limits) guard(limiter *coord.RateLimiter, budgets *coord.Budgets) *agent.Guard {
+	g := &agent.Guard{
+		Rate:              l.rate,
+		TokensPerDay:      l.TokensPerDay,
+		UserTokensPerDay:  l.UserTokensPerDay,
+		NanoUSDPerDay:     int64(math.Round(l.USDPerDay * 1e9)),
+		UserNanoUSDPerDay: int64(math.Round(l.UserUSDPerDay * 1e9)),
+		Limiter:           limiter,
+		Budgets:           budgets,
+	}
+	if g.Rate == nil && g.TokensPerDay == 0 && g.UserTokensPerDay == 0 && g.NanoUSDPerDay == 0 && g.UserNanoUSDPerDay == 0 {
+		return nil
+	}
+	return g
+}
+
+// checkLimits validates and parses an agent's [agents.limits].
+func (l *loader) checkLimits(a *Agent, i int) {
+	lim := &a.Limits
+	if lim.Rate != "" {
+		r, err := coord.ParseRate(lim.Rate)
+		if err != nil {
+			l.add(l.at("agents", i, "limits", "rate"), "agent %q: limits.rate: %s", a.Name, clientMessage(err))
+		} else {
+			lim.rate = &r
+		}
+	}
+	if lim.MaxSteps < 0 || lim.MaxTokens < 0 || lim.TokensPerDay < 0 || lim.UserTokensPerDay < 0 ||
+		lim.USDPerDay < 0 || lim.UserUSDPerDay < 0 || math.IsNaN(lim.USDPerDay) || math.IsNaN(lim.UserUSDPerDay) {
+		l.add(l.at("agents", i, "limits"), "agent %q: limits must not be negative", a.Name)
+	}
 }
 
 // Outbound is [outbound]: where agents may send HTTP requests (http

@@ -559,3 +559,95 @@ keep_turns = 1
 		t.Errorf("%d compaction audit events, %d compactions", n, compactions)
 	}
 }
+
+// TestRateLimitHoldsExactlyAtItsBound sends 50 messages at once from one
+// user against a limit of 10 an hour: exactly 10 are answered.
+func TestRateLimitHoldsExactlyAtItsBound(t *testing.T) {
+	p := newProject(t, projectOpts{agentTOML: "[agents.limits]\nrate = \"10/h\"\n"})
+	p.fake.SetResponder(func(anthropictest.Request) anthropictest.Reply { return anthropictest.Text("ok") })
+	results := make(chan response, 50)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() { results <- <-p.chatAsync("u1", "message "+string(rune('A'+i%26))) })
+	}
+	wg.Wait()
+	close(results)
+	counts := map[int]int{}
+	for r := range results {
+		counts[r.status]++
+		if r.status == http.StatusTooManyRequests && (errorType(r) != "rate_limited" || r.header.Get("Retry-After") == "") {
+			t.Errorf("refusal: %v %v", r.body, r.header)
+		}
+	}
+	if counts[http.StatusOK] != 10 || counts[http.StatusTooManyRequests] != 40 {
+		t.Fatalf("statuses %v, want 10 answered and 40 refused", counts)
+	}
+	if h := p.history("u1"); len(h) != 20 {
+		t.Errorf("%d stored messages, want 20", len(h))
+	}
+	// Another user has a limit of their own.
+	if r := p.chat("u2", "hi"); r.status != http.StatusOK {
+		t.Errorf("u2: %d", r.status)
+	}
+	// One more is allowed once 6 minutes (1h/10) have passed.
+	if r := p.chat("u1", "again"); r.status != http.StatusTooManyRequests {
+		t.Errorf("over the limit: %d", r.status)
+	}
+	p.clock.Advance(6 * time.Minute)
+	if r := p.chat("u1", "again"); r.status != http.StatusOK {
+		t.Errorf("after the refill: %d %s", r.status, r.raw)
+	}
+	_, metrics := p.text(http.MethodGet, "/metrics", "")
+	if !strings.Contains(metrics, `agentd_rejections_total{agent="support-chat",reason="rate_limited"} 41`) {
+		t.Errorf("rejections not counted")
+	}
+}
+
+// TestTokenBudgetHoldsExactlyAtItsBound sends 50 messages from 50 users at
+// once while the model holds its answers: each call reserves its worst
+// case (prompt estimate + max_tokens 256), so a budget of 10.5 such calls
+// admits exactly 10; the rest get 429 budget_exceeded with the reset.
+func TestTokenBudgetHoldsExactlyAtItsBound(t *testing.T) {
+	p := newProject(t, projectOpts{agentTOML: "[agents.limits]\ntokens_per_day = 2800\n"})
+	release := make(chan struct{})
+	p.fake.SetResponder(func(anthropictest.Request) anthropictest.Reply {
+		<-release
+		return anthropictest.Text("ok")
+	})
+	results := make(chan response, 50)
+	for i := range 50 {
+		go func() { results <- <-p.chatAsync("user"+string(rune('a'+i%26))+string(rune('a'+i/26)), "hi") }()
+	}
+	var refused []response
+	for len(refused) < 40 {
+		r := <-results
+		if r.status != http.StatusTooManyRequests {
+			t.Fatalf("a request ended %d before the model answered: %v", r.status, r.body)
+		}
+		refused = append(refused, r)
+	}
+	if n := len(p.fake.Requests()); n > 10 {
+		t.Fatalf("%d calls reached the model with a budget for 10", n)
+	}
+	close(release)
+	for range 10 {
+		if r := <-results; r.status != http.StatusOK {
+			t.Fatalf("admitted request: %d %v", r.status, r.body)
+		}
+	}
+	e := refused[0].body["error"].(map[string]any)
+	if e["type"] != "budget_exceeded" || e["reset"] != "2026-12-04T00:00:00Z" || refused[0].header.Get("Retry-After") == "" {
+		t.Errorf("refusal %v %v", e, refused[0].header)
+	}
+	// Settled at their real usage (far below the worst case), the calls
+	// leave room: the budget admits again, and the day's spend is what
+	// the audit says.
+	if r := p.chat("late", "hi"); r.status != http.StatusOK {
+		t.Errorf("after settling: %d %s", r.status, r.raw)
+	}
+	// A new day resets it.
+	p.clock.Advance(24 * time.Hour)
+	if r := p.chat("next-day", "hi"); r.status != http.StatusOK {
+		t.Errorf("next day: %d", r.status)
+	}
+}
