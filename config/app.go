@@ -348,7 +348,10 @@ func StoreURLs(b Bindings, dev bool, getenv func(string) string) Bindings {
 func newModel(cfg *Config, opts Options, getenv func(string) string) (agentd.Model, ModelMode, error) {
 	key := getenv("ANTHROPIC_API_KEY")
 	if opts.Dev && (opts.Offline || key == "") {
+		// Offline answers chat with an echo and a forced tool call (a task's
+		// structured output) with a value synthesized from its schema.
 		fake := anthropictest.New()
+		fake.SetResponder(anthropictest.Offline)
 		m, err := anthropic.New(anthropic.Config{
 			APIKey:     "offline",
 			BaseURL:    "http://offline.agentd.invalid",

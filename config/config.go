@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/agentd/agentd/agent"
+	"github.com/agentd/agentd/internal/netguard"
 	"github.com/agentd/agentd/store"
 	"github.com/agentd/agentd/telemetry"
 	"github.com/pelletier/go-toml/v2"
@@ -559,10 +560,9 @@ func (l *loader) validate(cfg *Config) {
 }
 
 func (l *loader) validateOutbound(cfg *Config) {
-	for j, p := range cfg.Outbound.Allow {
-		if !strings.HasPrefix(p, "http://") && !strings.HasPrefix(p, "https://") {
-			l.add(l.at("outbound", "allow"), "outbound.allow[%d]: %q must be an http:// or https:// URL prefix", j, p)
-		}
+	p := netguard.Policy{Allow: cfg.Outbound.Allow, AllowPrivate: cfg.Outbound.AllowPrivate}
+	if err := p.Validate(); err != nil {
+		l.add(l.at("outbound"), "outbound: %s", err.Error())
 	}
 	if cfg.Outbound.Timeout.Duration < 0 {
 		l.add(l.at("outbound", "timeout"), "outbound.timeout must be positive")

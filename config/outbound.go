@@ -2,25 +2,27 @@ package config
 
 import (
 	"net/http"
-	"strings"
 
-	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/netguard"
 )
 
+// defaultOutboundTimeout bounds one outbound request when [outbound] sets
+// no timeout.
+const defaultOutboundTimeout = 30_000_000_000 // 30s
+
 // newOutbound returns the HTTP client agents use for http context sources
-// and webhook effects, and the check of a URL against [outbound].
+// and webhook effects, and the check of a URL against [outbound]: only
+// allowed URL prefixes, never a private, loopback, link-local or metadata
+// address unless its host is listed in allow_private, checked again on
+// every redirect and on the address actually dialled.
 func newOutbound(o Outbound) (*http.Client, func(string) error, error) {
-	check := func(raw string) error {
-		for _, p := range o.Allow {
-			if strings.HasPrefix(raw, p) {
-				return nil
-			}
-		}
-		return agentd.Errorf(agentd.KindForbidden, "outbound", "%s is not allowed by [outbound] allow", raw)
+	p := netguard.Policy{Allow: o.Allow, AllowPrivate: o.AllowPrivate}
+	if err := p.Validate(); err != nil {
+		return nil, nil, err
 	}
 	timeout := o.Timeout.Duration
 	if timeout == 0 {
-		timeout = 30_000_000_000
+		timeout = defaultOutboundTimeout
 	}
-	return &http.Client{Timeout: timeout}, check, nil
+	return p.Client(timeout), p.Check, nil
 }

@@ -52,8 +52,9 @@ func (e *env) banner(dir string, app *config.App, addr net.Addr) {
 	fmt.Fprintf(w, "agentd dev: serving %s on http://%s\n", dir, addr)
 	switch app.ModelMode {
 	case config.ModelOffline:
-		fmt.Fprintln(w, "  model:  OFFLINE — no ANTHROPIC_API_KEY (or --offline): a built-in model echoes your messages;")
-		fmt.Fprintln(w, "          replies say \"model\": \"offline\". Set ANTHROPIC_API_KEY to talk to Claude.")
+		fmt.Fprintln(w, "  model:  OFFLINE — no ANTHROPIC_API_KEY (or --offline): a built-in model echoes chat messages and")
+		fmt.Fprintln(w, "          fills task outputs with placeholders from their schemas; replies say \"model\": \"offline\".")
+		fmt.Fprintln(w, "          Set ANTHROPIC_API_KEY to talk to Claude.")
 	default:
 		fmt.Fprintf(w, "  model:  %s via the Claude API\n", app.Config.Model.Name)
 	}

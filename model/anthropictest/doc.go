@@ -22,7 +22,10 @@
 //     latency, dropped connections and SSE error events.
 //
 // Replies are scripted with [Fake.Enqueue] or computed by a responder; the
-// default responder, [Echo], repeats the last user message.
+// default responder, [Echo], repeats the last user message. [Offline], the
+// responder of agentd's offline mode, also answers a forced tool call — a
+// task agent's structured output — with a value [Synthesize]d from the
+// tool's input schema, so declared agents run end to end without a key.
 //
 // It imports only the standard library: neither the SDK (its tests drive it
 // with the SDK) nor the rest of agentd.
