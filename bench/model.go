@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentd/agentd/memory"
 	"github.com/agentd/agentd/model/anthropictest"
 )
 
@@ -84,12 +85,29 @@ func (m *model) close() { m.srv.Close() }
 // respond is the offline model's echo, held back by the current latency and
 // tagged with the request's bench id, so the wrapper can file its time.
 func (m *model) respond(req anthropictest.Request) anthropictest.Reply {
+	if len(req.System) == 1 && isCompaction([]string{req.System[0].Text}) {
+		// A real model's summary is short; an echo of the folded turns
+		// would be as long as they were and save nothing.
+		return anthropictest.Text(compactionSummary)
+	}
 	text := req.LastUserText()
 	r := anthropictest.Text("You said: " + text).WithDelay(time.Duration(m.latency.Load()))
 	if id, ok := benchID(text); ok {
 		r = r.WithHeader(idHeader, id)
 	}
 	return r
+}
+
+// compactionSummary is the fake's summary of folded turns: about 60
+// tokens, what a model writes for a few exchanges about a late order.
+const compactionSummary = "The customer reported that an order has not arrived and that tracking shows no update " +
+	"since last week. The assistant asked for the order number, promised to check with the courier, and the " +
+	"customer repeated the question several times while waiting."
+
+// isCompaction reports whether a system prompt, one block of text, is
+// agentd's compaction call.
+func isCompaction(system []string) bool {
+	return len(system) == 1 && system[0] == memory.DefaultCompactInstructions
 }
 
 // takeTimes returns the fake's own time per bench id since the last call
@@ -203,7 +221,7 @@ func (m *model) quick(w *timedWriter, r *http.Request, body []byte) bool {
 		Choice    any         `json:"tool_choice"`
 	}
 	if json.Unmarshal(body, &req) != nil || req.Model == "" || req.MaxTokens < 1 || req.Stream ||
-		len(req.Tools) > 0 || req.Choice != nil || len(req.Messages) == 0 {
+		len(req.Tools) > 0 || req.Choice != nil || len(req.Messages) == 0 || isCompaction(req.System) {
 		return false
 	}
 	input := int64(0)

@@ -26,6 +26,9 @@ type naive struct {
 	model    *http.Client
 	modelURL string
 	system   string
+	// pruneTurns, when set, keeps only the last that many exchanges — the
+	// guide's suggested extension, which the cost scenario uses.
+	pruneTurns int
 }
 
 // naiveMessage is the guide's stored message: {role, content}.
@@ -105,6 +108,9 @@ func (n *naive) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// Store the updated history.
 	history = append(history, naiveMessage{Role: "assistant", Content: assistantMessage})
+	if n := 2 * n.pruneTurns; n > 0 && len(history) > n {
+		history = history[len(history)-n:]
+	}
 	value, err := json.Marshal(history)
 	if err == nil {
 		err = n.kv.Put(ctx, historyKey, value, agentd.KVPutOptions{ExpirationTTL: 30 * 24 * time.Hour})

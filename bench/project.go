@@ -24,7 +24,42 @@ const (
 	ledgerAgent = "ledger"
 	ledgerTurns = 1000
 	modelName   = "claude-sonnet-4-6"
+	// costAgent is the cost scenario's agent: a support agent with a
+	// 4,000-token handbook as its static context, prompt caching on and
+	// compaction as its memory policy — agentd's defaults for a long-lived
+	// conversation. The latency agents keep caching off, so their requests
+	// stay comparable with the floor's.
+	costAgent = "cost"
+	// costCompactAt and costKeepTurns are the cost agent's compaction
+	// policy: a history past 2,000 tokens folds its oldest exchanges into a
+	// summary, keeping the last 4.
+	costCompactAt = 2000
+	costKeepTurns = 4
+	// naivePruneTurns is the naive recipe's pruning in the cost scenario:
+	// the guide's "keep only the last 10 turns".
+	naivePruneTurns = 10
 )
+
+// handbookTokens is the size of the cost agent's static context.
+const handbookTokens = 4000
+
+// handbook is a support handbook of about handbookTokens tokens (at four
+// characters a token, as the fake counts): the static context a real
+// support agent carries in every request.
+func handbook() string {
+	var b strings.Builder
+	b.WriteString(systemPrompt)
+	b.WriteString("\n# Support handbook\n")
+	topics := []string{"orders", "shipping", "returns", "refunds", "accounts", "payments", "warranties", "gift cards"}
+	for i := 0; b.Len() < handbookTokens*4; i++ {
+		t := topics[i%len(topics)]
+		fmt.Fprintf(&b, "\n## %d. On %s (section %d)\n", i+1, t, i/len(topics)+1)
+		fmt.Fprintf(&b, "Rule %d.1: when a customer asks about %s, first confirm the order number and the email address on the account. ", i+1, t)
+		fmt.Fprintf(&b, "Rule %d.2: quote only the policy in this handbook; if it does not cover the case, say a colleague will follow up within one business day. ", i+1)
+		fmt.Fprintf(&b, "Rule %d.3: never share another customer's data, and never promise dates for %s that the systems do not show.\n", i+1, t)
+	}
+	return b.String()
+}
 
 // systemPrompt is the agents' system prompt: a support agent's, about the
 // size of a real one.
@@ -54,6 +89,8 @@ kind = "chat"
 system = "prompts/system.md"
 [agents.memory]
 max_turns = %d
+[agents.cache]
+ttl = "off"
 
 [[agents]]
 name = %q
@@ -62,11 +99,26 @@ system = "prompts/system.md"
 [agents.memory]
 max_turns = %d
 namespace = "ledger"
-`, modelName, benchAgent, historyTurns, ledgerAgent, ledgerTurns)
+[agents.cache]
+ttl = "off"
+
+[[agents]]
+name = %q
+kind = "chat"
+system = "prompts/handbook.md"
+[agents.memory]
+strategy = "compact"
+compact_at_tokens = %d
+keep_turns = %d
+namespace = "cost"
+`, modelName, benchAgent, historyTurns, ledgerAgent, ledgerTurns, costAgent, costCompactAt, costKeepTurns)
 	if err := os.MkdirAll(filepath.Join(dir, "prompts"), 0o700); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "prompts", "system.md"), []byte(systemPrompt), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "prompts", "handbook.md"), []byte(handbook()), 0o600); err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, config.FileName), []byte(toml), 0o600)

@@ -651,8 +651,13 @@ func (r *runner) cost(ctx context.Context, a *child) error {
 		}
 		return cc
 	}
-	c.Agentd = run(kindAgentd, a.url+"/agents/"+benchAgent, "k-")
-	c.Naive = run(kindNaive, r.naiveS.URL, "k-")
+	// The naive recipe of the comparison carries the same handbook, keeps
+	// the last 10 turns as the guide suggests, and caches nothing.
+	costNaive := &naive{kv: r.naive.kv, model: r.model.client(), modelURL: r.model.url(), system: handbook(), pruneTurns: naivePruneTurns}
+	srv := httptest.NewServer(costNaive)
+	defer srv.Close()
+	c.Agentd = run(kindAgentd, a.url+"/agents/"+costAgent, "k-")
+	c.Naive = run(kindNaive, srv.URL, "k-")
 	if c.Agentd.Billed > 0 {
 		c.NaiveOverAgentd = c.Naive.Billed / c.Agentd.Billed
 	}
