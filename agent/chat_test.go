@@ -19,6 +19,12 @@ import (
 // SDK through an in-memory transport.
 func newChat(t testing.TB, fake *anthropictest.Fake, cfg agent.ChatConfig) *agent.Chat {
 	t.Helper()
+	return newChatWith(t, fake, cfg, nil)
+}
+
+// newChatWith is newChat with the agent's dependencies adjusted by mod.
+func newChatWith(t testing.TB, fake *anthropictest.Fake, cfg agent.ChatConfig, mod func(*agent.ChatDeps)) *agent.Chat {
+	t.Helper()
 	kv, err := bolt.Open(filepath.Join(t.TempDir(), "kv.db"), bolt.WithSweepInterval(0))
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +40,11 @@ func newChat(t testing.TB, fake *anthropictest.Fake, cfg agent.ChatConfig) *agen
 	if cfg.Model == "" {
 		cfg.Model = "claude-sonnet-4-6"
 	}
-	return agent.NewChat(cfg, agent.ChatDeps{Model: model, Memory: memory.New(kv, memory.Options{}), Locks: coord.NewLocal()})
+	deps := agent.ChatDeps{Model: model, Memory: memory.New(kv, memory.Options{}), Locks: coord.NewLocal()}
+	if mod != nil {
+		mod(&deps)
+	}
+	return agent.NewChat(cfg, deps)
 }
 
 func TestTurnValidatesInput(t *testing.T) {

@@ -670,3 +670,30 @@ func TestTaskResumeFinishesLeftoverEffects(t *testing.T) {
 		t.Errorf("%d webhooks, want 1", n)
 	}
 }
+
+func TestTaskLoopLimits(t *testing.T) {
+	bad := anthropictest.ToolUse(agent.RespondTool, map[string]any{"draftResponse": "", "sentiment": "angry", "confidence": 7})
+	for _, tt := range []struct {
+		name   string
+		limits agent.Limits
+	}{
+		{"max steps", agent.Limits{MaxSteps: 1}},
+		{"max tokens per request", agent.Limits{MaxTokens: 10}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTaskEnv(t)
+			task := e.triage(func(c *agent.TaskConfig) { c.Limits = tt.limits })
+			e.fake.Enqueue(bad, confident())
+			_, err := run(t, task, `{"ticketId":"T-1001"}`)
+			if ae := agentd.AsError(err); ae.Kind != agentd.KindLoopLimit || ae.Kind.HTTPStatus() != http.StatusBadGateway {
+				t.Fatalf("err %v, want loop_limit", err)
+			}
+			if n := len(e.fake.Requests()); n != 1 {
+				t.Errorf("%d model calls, want 1: the repair is over the limit", n)
+			}
+			if n := e.query(`SELECT count(*) FROM decisions`)[0][0]; n != int64(0) {
+				t.Errorf("%v decisions recorded", n)
+			}
+		})
+	}
+}

@@ -651,3 +651,38 @@ func TestTokenBudgetHoldsExactlyAtItsBound(t *testing.T) {
 		t.Errorf("next day: %d", r.status)
 	}
 }
+
+func TestUsageReportsTokensAndCost(t *testing.T) {
+	p := newProject(t, projectOpts{})
+	p.fake.Enqueue(anthropictest.Text("One."), anthropictest.Text("Two."))
+	p.chat("u1", "first")
+	p.chat("u2", "second")
+	r := p.do(http.MethodGet, "/usage?agent=support-chat&from=2026-12-03&to=2026-12-04", "")
+	if r.status != http.StatusOK {
+		t.Fatalf("usage: %d %s", r.status, r.raw)
+	}
+	total := r.body["total"].(map[string]any)
+	if total["calls"] != float64(2) || total["input_tokens"].(float64) <= 0 || total["cost_nano_usd"].(float64) <= 0 {
+		t.Errorf("total %v", total)
+	}
+	if users, _ := r.body["users"].([]any); len(users) != 2 {
+		t.Errorf("users %v", r.body["users"])
+	}
+	if days, _ := r.body["days"].([]any); len(days) != 1 || days[0].(map[string]any)["day"] != "2026-12-03" {
+		t.Errorf("days %v", r.body["days"])
+	}
+	// The cost is the audit's: sonnet's $3/$15 per million tokens.
+	evs := p.audit()
+	var want int64
+	for _, ev := range evs {
+		want += ev.CostNanoUSD
+	}
+	if int64(total["cost_nano_usd"].(float64)) != want || want != 3000*(evs[0].Usage.InputTokens+evs[1].Usage.InputTokens)+15000*(evs[0].Usage.OutputTokens+evs[1].Usage.OutputTokens) {
+		t.Errorf("cost %v, audit %d", total["cost_nano_usd"], want)
+	}
+	for _, q := range []string{"from=yesterday", "from=2026-12-04&to=2026-12-01"} {
+		if r := p.do(http.MethodGet, "/usage?"+q, ""); r.status != http.StatusBadRequest {
+			t.Errorf("%s: %d %s", q, r.status, r.raw)
+		}
+	}
+}
