@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/sqlrow"
 	"github.com/google/uuid"
 )
 
@@ -218,16 +219,16 @@ func (s *Store) effects(ctx context.Context, id string) ([]Effect, error) {
 	}
 	out := make([]Effect, 0, len(rows.Values))
 	for _, r := range rows.Values {
-		sc := scanner{row: r}
+		sc := sqlrow.Scanner{Row: r}
 		e := Effect{
-			Index: int(sc.int(0)), Name: sc.str(1), Kind: sc.str(2), Spec: json.RawMessage(sc.str(3)),
-			Status: EffectStatus(sc.str(4)), Attempts: int(sc.int(5)), LastError: sc.str(6),
+			Index: int(sc.Int(0)), Name: sc.Str(1), Kind: sc.Str(2), Spec: json.RawMessage(sc.Str(3)),
+			Status: EffectStatus(sc.Str(4)), Attempts: int(sc.Int(5)), LastError: sc.Str(6),
 		}
-		if at := sc.int(7); at != 0 {
+		if at := sc.Int(7); at != 0 {
 			e.AppliedAt = time.Unix(0, at).UTC()
 		}
-		if sc.err != nil {
-			return nil, &agentd.Error{Kind: agentd.KindInternal, Op: op, Message: "unexpected row in decision_effects", Err: sc.err}
+		if sc.Err != nil {
+			return nil, &agentd.Error{Kind: agentd.KindInternal, Op: op, Message: "unexpected row in decision_effects", Err: sc.Err}
 		}
 		out = append(out, e)
 	}
@@ -305,31 +306,31 @@ func (s *Store) Touch(ctx context.Context, id string) error {
 }
 
 func scanDecision(r []any) (*Record, error) {
-	sc := scanner{row: r}
+	sc := sqlrow.Scanner{Row: r}
 	rec := &Record{
-		ID:             sc.str(0),
-		Agent:          sc.str(1),
-		IdempotencyKey: sc.nullStr(2),
-		InputHash:      sc.str(3),
-		At:             time.Unix(0, sc.int(4)).UTC(),
-		UpdatedAt:      time.Unix(0, sc.int(5)).UTC(),
-		Status:         Status(sc.str(6)),
-		Source:         sc.str(7),
-		Model:          sc.str(8),
-		Input:          rawJSON(sc.str(9)),
-		ContextRefs:    rawJSON(sc.str(10)),
-		Output:         rawJSON(sc.str(11)),
-		Response:       rawJSON(sc.str(12)),
+		ID:             sc.Str(0),
+		Agent:          sc.Str(1),
+		IdempotencyKey: sc.NullStr(2),
+		InputHash:      sc.Str(3),
+		At:             time.Unix(0, sc.Int(4)).UTC(),
+		UpdatedAt:      time.Unix(0, sc.Int(5)).UTC(),
+		Status:         Status(sc.Str(6)),
+		Source:         sc.Str(7),
+		Model:          sc.Str(8),
+		Input:          rawJSON(sc.Str(9)),
+		ContextRefs:    rawJSON(sc.Str(10)),
+		Output:         rawJSON(sc.Str(11)),
+		Response:       rawJSON(sc.Str(12)),
 		Usage: agentd.Usage{
-			InputTokens: sc.int(13), OutputTokens: sc.int(14),
-			CacheCreationInputTokens: sc.int(15), CacheReadInputTokens: sc.int(16), CacheCreation1hInputTokens: sc.int(17),
+			InputTokens: sc.Int(13), OutputTokens: sc.Int(14),
+			CacheCreationInputTokens: sc.Int(15), CacheReadInputTokens: sc.Int(16), CacheCreation1hInputTokens: sc.Int(17),
 		},
-		CostNanoUSD: sc.int(18),
-		Latency:     time.Duration(sc.int(19)) * time.Microsecond,
-		Steps:       int(sc.int(20)),
-		ReviewID:    sc.str(21),
+		CostNanoUSD: sc.Int(18),
+		Latency:     time.Duration(sc.Int(19)) * time.Microsecond,
+		Steps:       int(sc.Int(20)),
+		ReviewID:    sc.Str(21),
 	}
-	return rec, sc.err
+	return rec, sc.Err
 }
 
 // wrap classifies err for op, keeping its kind; nil stays nil.
@@ -364,42 +365,4 @@ func placeholders(from, to int) string {
 		fmt.Fprintf(&b, "$%d", i)
 	}
 	return b.String()
-}
-
-// scanner converts a row's values, keeping the first mismatch.
-type scanner struct {
-	row []any
-	err error
-}
-
-func (s *scanner) str(i int) string {
-	switch v := s.row[i].(type) {
-	case string:
-		return v
-	case []byte:
-		return string(v)
-	}
-	s.fail(i, "a string")
-	return ""
-}
-
-func (s *scanner) nullStr(i int) string {
-	if s.row[i] == nil {
-		return ""
-	}
-	return s.str(i)
-}
-
-func (s *scanner) int(i int) int64 {
-	if v, ok := s.row[i].(int64); ok {
-		return v
-	}
-	s.fail(i, "an int64")
-	return 0
-}
-
-func (s *scanner) fail(i int, want string) {
-	if s.err == nil {
-		s.err = fmt.Errorf("column %d is %T, want %s", i, s.row[i], want)
-	}
 }

@@ -3,11 +3,10 @@ package decision
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/sqlrow"
 )
 
 // ReviewStatus is where a review stands.
@@ -98,28 +97,18 @@ func (s *Store) Reviews(ctx context.Context, f ReviewFilter) ([]Review, error) {
 	default:
 		return nil, agentd.InvalidField(op, "status", "status must be pending, approved or rejected, not %q", f.Status)
 	}
-	var where []string
-	var args []any
-	cond := func(expr string, arg any) {
-		args = append(args, arg)
-		where = append(where, fmt.Sprintf(expr, len(args)))
-	}
+	var where sqlrow.Where
 	if f.Agent != "" {
-		cond("agent = $%d", f.Agent)
+		where.Add("agent = $%d", f.Agent)
 	}
 	if f.Status != "" {
-		cond("status = $%d", string(f.Status))
+		where.Add("status = $%d", string(f.Status))
 	}
 	if f.Before != "" {
-		cond("id < $%d", f.Before)
+		where.Add("id < $%d", f.Before)
 	}
-	q := "SELECT " + reviewColumns + " FROM reviews"
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	args = append(args, int64(limit))
-	q += fmt.Sprintf(" ORDER BY id DESC LIMIT $%d", len(args))
-	rows, err := s.db.Query(agentd.WithoutQueryCache(ctx), q, args...)
+	q := "SELECT " + reviewColumns + " FROM reviews" + where.String() + " ORDER BY id DESC LIMIT " + where.Next(int64(limit))
+	rows, err := s.db.Query(agentd.WithoutQueryCache(ctx), q, where.Args...)
 	if err != nil {
 		return nil, agentd.E("", op, err)
 	}
@@ -182,24 +171,24 @@ func (s *Store) decide(ctx context.Context, op, id string, to ReviewStatus, revi
 }
 
 func scanReview(op string, r []any) (*Review, error) {
-	sc := scanner{row: r}
+	sc := sqlrow.Scanner{Row: r}
 	rv := &Review{
-		ID:         sc.str(0),
-		Agent:      sc.str(1),
-		DecisionID: sc.nullStr(2),
-		UserID:     sc.str(3),
-		Status:     ReviewStatus(sc.str(4)),
-		Reason:     sc.str(5),
-		Payload:    rawJSON(sc.str(6)),
-		CreatedAt:  time.Unix(0, sc.int(7)).UTC(),
-		Reviewer:   sc.str(9),
-		Note:       sc.str(10),
+		ID:         sc.Str(0),
+		Agent:      sc.Str(1),
+		DecisionID: sc.NullStr(2),
+		UserID:     sc.Str(3),
+		Status:     ReviewStatus(sc.Str(4)),
+		Reason:     sc.Str(5),
+		Payload:    rawJSON(sc.Str(6)),
+		CreatedAt:  time.Unix(0, sc.Int(7)).UTC(),
+		Reviewer:   sc.Str(9),
+		Note:       sc.Str(10),
 	}
-	if at := sc.int(8); at != 0 {
+	if at := sc.Int(8); at != 0 {
 		rv.DecidedAt = time.Unix(0, at).UTC()
 	}
-	if sc.err != nil {
-		return nil, &agentd.Error{Kind: agentd.KindInternal, Op: op, Message: "unexpected row in reviews", Err: sc.err}
+	if sc.Err != nil {
+		return nil, &agentd.Error{Kind: agentd.KindInternal, Op: op, Message: "unexpected row in reviews", Err: sc.Err}
 	}
 	return rv, nil
 }

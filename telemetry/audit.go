@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/sqlrow"
 	"github.com/google/uuid"
 )
 
@@ -465,31 +466,21 @@ func (a *Auditor) Query(ctx context.Context, f AuditFilter) ([]AuditEvent, error
 	case limit > MaxAuditLimit:
 		limit = MaxAuditLimit
 	}
-	var where []string
-	var args []any
-	cond := func(expr string, arg any) {
-		args = append(args, arg)
-		where = append(where, fmt.Sprintf(expr, len(args)))
-	}
+	var where sqlrow.Where
 	if f.Agent != "" {
-		cond("agent = $%d", f.Agent)
+		where.Add("agent = $%d", f.Agent)
 	}
 	if f.UserID != "" {
-		cond("user_id = $%d", f.UserID)
+		where.Add("user_id = $%d", f.UserID)
 	}
 	if !f.Since.IsZero() {
-		cond("at >= $%d", f.Since.UnixNano())
+		where.Add("at >= $%d", f.Since.UnixNano())
 	}
-	query := "SELECT " + auditColumns + " FROM audit_events"
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
-	}
-	args = append(args, int64(limit))
 	// id breaks ties between events of the same nanosecond; UUIDv7s of one
 	// process sort in the order they were made.
-	query += fmt.Sprintf(" ORDER BY at DESC, id DESC LIMIT $%d", len(args))
+	query := "SELECT " + auditColumns + " FROM audit_events" + where.String() + " ORDER BY at DESC, id DESC LIMIT " + where.Next(int64(limit))
 
-	rows, err := a.db.Query(ctx, query, args...)
+	rows, err := a.db.Query(ctx, query, where.Args...)
 	if err != nil {
 		return nil, agentd.E("", op, err)
 	}
@@ -509,58 +500,27 @@ func scanEvent(r []any) (AuditEvent, error) {
 	if len(r) != numAuditColumns {
 		return AuditEvent{}, fmt.Errorf("%d columns, want %d", len(r), numAuditColumns)
 	}
-	s := scanner{row: r}
+	s := sqlrow.Scanner{Row: r}
 	ev := AuditEvent{
-		ID:     s.str(0),
-		Time:   time.Unix(0, s.int(1)).UTC(),
-		Agent:  s.str(2),
-		UserID: s.str(3),
-		Kind:   s.str(4),
-		Model:  s.str(5),
+		ID:     s.Str(0),
+		Time:   time.Unix(0, s.Int(1)).UTC(),
+		Agent:  s.Str(2),
+		UserID: s.Str(3),
+		Kind:   s.Str(4),
+		Model:  s.Str(5),
 		Usage: agentd.Usage{
-			InputTokens: s.int(6), OutputTokens: s.int(7),
-			CacheCreationInputTokens: s.int(8), CacheReadInputTokens: s.int(9),
-			CacheCreation1hInputTokens: s.int(15),
+			InputTokens: s.Int(6), OutputTokens: s.Int(7),
+			CacheCreationInputTokens: s.Int(8), CacheReadInputTokens: s.Int(9),
+			CacheCreation1hInputTokens: s.Int(15),
 		},
-		Latency: time.Duration(s.int(10)) * time.Microsecond,
-		Outcome: s.str(11), Error: s.str(12), RequestID: s.str(13),
-		Attempts:    int(s.int(14)),
-		CostNanoUSD: s.int(16),
-		RetryWait:   time.Duration(s.int(17)) * time.Microsecond,
-		Source:      s.str(18),
+		Latency: time.Duration(s.Int(10)) * time.Microsecond,
+		Outcome: s.Str(11), Error: s.Str(12), RequestID: s.Str(13),
+		Attempts:    int(s.Int(14)),
+		CostNanoUSD: s.Int(16),
+		RetryWait:   time.Duration(s.Int(17)) * time.Microsecond,
+		Source:      s.Str(18),
 	}
-	return ev, s.err
-}
-
-// scanner converts a row's values, keeping the first mismatch.
-type scanner struct {
-	row []any
-	err error
-}
-
-func (s *scanner) str(i int) string {
-	switch v := s.row[i].(type) {
-	case string:
-		return v
-	case []byte:
-		return string(v)
-	}
-	s.fail(i, "a string")
-	return ""
-}
-
-func (s *scanner) int(i int) int64 {
-	if v, ok := s.row[i].(int64); ok {
-		return v
-	}
-	s.fail(i, "an int64")
-	return 0
-}
-
-func (s *scanner) fail(i int, want string) {
-	if s.err == nil {
-		s.err = fmt.Errorf("column %d is %T, want %s", i, s.row[i], want)
-	}
+	return ev, s.Err
 }
 
 // truncateUTF8 cuts s to at most n bytes without splitting a character.

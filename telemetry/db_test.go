@@ -1,19 +1,12 @@
 package telemetry
 
 import (
-	"context"
-	"fmt"
-	"log/slog"
-	"math/rand/v2"
-	"net/url"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/pgtest"
 	"github.com/agentd/agentd/store/migrate"
-	"github.com/agentd/agentd/store/postgres"
 	"github.com/agentd/agentd/store/sqlite"
 )
 
@@ -21,7 +14,6 @@ import (
 // Postgres when AGENTD_TEST_POSTGRES_URL names a server, e.g.
 // postgres://postgres@127.0.0.1:5432/test?sslmode=disable, each in a schema
 // of its own, dropped when the test ends.
-const envPostgresURL = "AGENTD_TEST_POSTGRES_URL"
 
 // dialect is a database a test runs on: open returns an empty one, to
 // which set is applied.
@@ -32,7 +24,7 @@ type dialect struct {
 
 func dialects() []dialect {
 	out := []dialect{{"sqlite", openSQLite}}
-	if os.Getenv(envPostgresURL) != "" {
+	if pgtest.Available() {
 		out = append(out, dialect{"postgres", openPostgres})
 	}
 	return out
@@ -62,43 +54,7 @@ func openSQLite(t testing.TB, set []migrate.Migration) agentd.DB {
 
 func openPostgres(t testing.TB, set []migrate.Migration) agentd.DB {
 	t.Helper()
-	base := os.Getenv(envPostgresURL)
-	ctx := context.Background()
-	quiet := postgres.WithLogger(slog.New(slog.DiscardHandler))
-	admin, err := postgres.Open(ctx, withParam(base, "cache", "off"), quiet)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	schema := fmt.Sprintf("agentd_telemetry_%016x", rand.Uint64())
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		admin.Close()
-		t.Fatalf("create schema: %v", err)
-	}
-	// Registered first, so it runs after the DB's own cleanup.
-	t.Cleanup(func() {
-		if _, err := admin.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-		admin.Close()
-	})
 	// The query cache stays on, as in production: the Auditor's reads must
 	// see its own writes through it.
-	db, err := postgres.Open(ctx, withParam(base, "search_path", schema), quiet)
-	if err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := migrate.Apply(ctx, db, set); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
-// withParam returns raw with a query parameter added.
-func withParam(raw, key, value string) string {
-	sep := "?"
-	if strings.Contains(raw, "?") {
-		sep = "&"
-	}
-	return raw + sep + url.QueryEscape(key) + "=" + url.QueryEscape(value)
+	return pgtest.Open(t, "agentd_telemetry", set)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/sqlrow"
 )
 
 // UsageFilter selects the audit events a usage report sums: those of the
@@ -186,10 +187,10 @@ func (a *Auditor) Usage(ctx context.Context, f UsageFilter) (UsageReport, error)
 		return UsageReport{}, err
 	}
 	for _, r := range rows.Values {
-		s := scanner{row: r}
-		day := s.int(0)
+		s := sqlrow.Scanner{Row: r}
+		day := s.Int(0)
 		t, err := scanTotals(r)
-		if err = firstErr(s.err, err); err != nil {
+		if err = firstErr(s.Err, err); err != nil {
 			return UsageReport{}, unexpected(err)
 		}
 		rep.Days = append(rep.Days, DayUsage{Day: time.Unix(0, day*nsPerDay).UTC().Format(time.DateOnly), UsageTotals: t})
@@ -208,10 +209,10 @@ func (a *Auditor) Usage(ctx context.Context, f UsageFilter) (UsageReport, error)
 			rep.AgentsTruncated = true
 			break
 		}
-		s := scanner{row: r}
-		name := s.str(0)
+		s := sqlrow.Scanner{Row: r}
+		name := s.Str(0)
 		t, err := scanTotals(r)
-		if err = firstErr(s.err, err); err != nil {
+		if err = firstErr(s.Err, err); err != nil {
 			return UsageReport{}, unexpected(err)
 		}
 		rep.Agents = append(rep.Agents, AgentUsage{Agent: name, UsageTotals: t})
@@ -226,10 +227,10 @@ func (a *Auditor) Usage(ctx context.Context, f UsageFilter) (UsageReport, error)
 			rep.UsersTruncated = true
 			break
 		}
-		s := scanner{row: r}
-		id := s.str(0)
+		s := sqlrow.Scanner{Row: r}
+		id := s.Str(0)
 		t, err := scanTotals(r)
-		if err = firstErr(s.err, err); err != nil {
+		if err = firstErr(s.Err, err); err != nil {
 			return UsageReport{}, unexpected(err)
 		}
 		rep.Users = append(rep.Users, UserUsage{UserID: id, UsageTotals: t})
@@ -242,20 +243,20 @@ func scanTotals(r []any) (UsageTotals, error) {
 	if len(r) != 1+numUsageSums {
 		return UsageTotals{}, fmt.Errorf("%d columns, want %d", len(r), 1+numUsageSums)
 	}
-	s := scanner{row: r}
+	s := sqlrow.Scanner{Row: r}
 	t := UsageTotals{
-		Calls:              s.int(1),
-		Errors:             s.int(2),
-		InputTokens:        s.int(3),
-		OutputTokens:       s.int(4),
-		CacheWriteTokens:   s.int(5),
-		CacheWrite1hTokens: s.int(6),
-		CacheReadTokens:    s.int(7),
-		CostNanoUSD:        s.int(8),
-		UnpricedCalls:      s.int(9),
+		Calls:              s.Int(1),
+		Errors:             s.Int(2),
+		InputTokens:        s.Int(3),
+		OutputTokens:       s.Int(4),
+		CacheWriteTokens:   s.Int(5),
+		CacheWrite1hTokens: s.Int(6),
+		CacheReadTokens:    s.Int(7),
+		CostNanoUSD:        s.Int(8),
+		UnpricedCalls:      s.Int(9),
 	}
 	t.CostUSD = USD(t.CostNanoUSD)
-	return t, s.err
+	return t, s.Err
 }
 
 func firstErr(errs ...error) error {
