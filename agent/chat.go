@@ -321,7 +321,6 @@ func (c *Chat) answer(ctx context.Context, m *meter, userID, message string, req
 		r := req
 		if i > 0 {
 			source = SourceFallbackModel
-			c.caller.tel.Metrics.Fallback(c.cfg.Name, source)
 			// The breakpoints were placed for the first model's minimum.
 			r = withoutCacheMarks(r)
 			r.Model = model
@@ -329,6 +328,9 @@ func (c *Chat) answer(ctx context.Context, m *meter, userID, message string, req
 		}
 		resp, err := c.caller.call(ctx, m, callMeta{userID: userID, kind: callTurn, source: source}, r)
 		if err == nil {
+			if i > 0 {
+				c.caller.tel.Metrics.Fallback(c.cfg.Name, source)
+			}
 			return chatAnswer{text: resp.Text(), source: source, model: resp.Model, latency: resp.Latency}, nil
 		}
 		if firstErr == nil {

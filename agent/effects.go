@@ -271,12 +271,12 @@ func (a *applier) post(ctx context.Context, rec *decision.Record, e decision.Eff
 	}
 	resp, err := a.deps.HTTP.Do(req)
 	if err != nil {
-		return agentd.Errorf(agentd.KindEffectFailed, "effect", "POST %s: %v", redactURL(s.URL), unwrapURLError(err))
+		return agentd.Errorf(agentd.KindEffectFailed, "effect", "POST %s: %v", RedactURL(s.URL), unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return agentd.Errorf(agentd.KindEffectFailed, "effect", "POST %s answered %d", redactURL(s.URL), resp.StatusCode)
+		return agentd.Errorf(agentd.KindEffectFailed, "effect", "POST %s answered %d", RedactURL(s.URL), resp.StatusCode)
 	}
 	return nil
 }

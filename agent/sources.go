@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"path"
@@ -222,20 +223,12 @@ func gather(ctx context.Context, deps SourceDeps, sources []Source, waves [][]in
 		}
 		// Only between waves does the map grow: the wave's goroutines
 		// read it, none writes it.
-		values = maps(values)
+		values = maps.Clone(values)
 		for _, i := range wave {
 			values[sources[i].Name] = out[i].value
 		}
 	}
 	return out, values, nil
-}
-
-func maps(m map[string]any) map[string]any {
-	out := make(map[string]any, len(m)+4)
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 func fetch(ctx context.Context, deps SourceDeps, s *Source, tdata TemplateData, edata ExprData) (gathered, error) {
@@ -540,14 +533,14 @@ func fetchHTTP(ctx context.Context, deps SourceDeps, s *Source, tdata TemplateDa
 	if err != nil {
 		return gathered{}, sourceErr(s, agentd.E(agentd.KindStorageUnavailable, "http", err))
 	}
-	ref := map[string]any{"http": redactURL(url), "status": resp.StatusCode}
+	ref := map[string]any{"http": RedactURL(url), "status": resp.StatusCode}
 	switch {
 	case resp.StatusCode == http.StatusNotFound && !s.Required:
 		return gathered{ref: ref}, nil
 	case resp.StatusCode == http.StatusNotFound:
-		return gathered{}, notFound(s, redactURL(url))
+		return gathered{}, notFound(s, RedactURL(url))
 	case resp.StatusCode >= 300:
-		return gathered{}, agentd.Errorf(agentd.KindStorageUnavailable, "context."+s.Name, "context source %q: %s answered %d", s.Name, redactURL(url), resp.StatusCode)
+		return gathered{}, agentd.Errorf(agentd.KindStorageUnavailable, "context."+s.Name, "context source %q: %s answered %d", s.Name, RedactURL(url), resp.StatusCode)
 	case int64(len(body)) > limit:
 		return gathered{}, agentd.Errorf(agentd.KindTooLarge, "context."+s.Name, "context source %q: the answer is over %d bytes", s.Name, limit)
 	}
@@ -567,9 +560,9 @@ func fetchHTTP(ctx context.Context, deps SourceDeps, s *Source, tdata TemplateDa
 	return g, nil
 }
 
-// redactURL drops a URL's user info and query, which may hold secrets,
+// RedactURL drops a URL's user info and query, which may hold secrets,
 // from what is audited or shown.
-func redactURL(raw string) string {
+func RedactURL(raw string) string {
 	if i := strings.IndexAny(raw, "?#"); i >= 0 {
 		raw = raw[:i]
 	}

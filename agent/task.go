@@ -332,6 +332,9 @@ func (t *Task) decide(ctx context.Context, input any, key string, now time.Time)
 		if ans, err = t.ask(ctx, m, got, values, input, userID, edata); err != nil {
 			return nil, err
 		}
+		if ans.source != SourceModel {
+			t.caller.tel.Metrics.Fallback(t.cfg.Name, ans.source)
+		}
 	}
 	edata.Output = ans.output
 
@@ -595,7 +598,7 @@ func effectSummary(effects []decision.Effect) []map[string]any {
 		case EffectHTTP:
 			var spec httpSpec
 			_ = json.Unmarshal(e.Spec, &spec)
-			s["url"] = redactURL(spec.URL)
+			s["url"] = RedactURL(spec.URL)
 		}
 		out[i] = s
 	}

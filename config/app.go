@@ -222,7 +222,7 @@ func Open(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 		})
 	}
 	if len(app.Tasks) > 0 {
-		app.startResumer(clock)
+		app.startResumer()
 	}
 	return app, nil
 }
@@ -252,7 +252,7 @@ func (a *App) Handle(name string, h agent.HandlerFunc, limits agent.Limits) erro
 // startResumer finishes, in the background, the effects of decisions a
 // crash or a failed effect left pending. Every node runs one; the
 // per-decision lock keeps two from applying the same decision.
-func (a *App) startResumer(clock agentd.Clock) {
+func (a *App) startResumer() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -191,23 +191,10 @@ func redactEffects(rec *decision.Record) {
 			continue
 		}
 		if u, ok := spec["url"].(string); ok {
-			spec["url"] = redactURL(u)
+			spec["url"] = agent.RedactURL(u)
 		}
 		rec.Effects[i].Spec, _ = json.Marshal(spec)
 	}
-}
-
-func redactURL(raw string) string {
-	if i := strings.IndexAny(raw, "?#"); i >= 0 {
-		raw = raw[:i]
-	}
-	if scheme, rest, ok := strings.Cut(raw, "://"); ok {
-		if at := strings.LastIndex(strings.SplitN(rest, "/", 2)[0], "@"); at >= 0 {
-			rest = rest[at+1:]
-		}
-		raw = scheme + "://" + rest
-	}
-	return raw
 }
 
 // reviewAction is the body of approve and reject.
