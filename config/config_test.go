@@ -86,6 +86,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add("[[agents]]\nname = \"a\"\nkind = \"chat\"\nsystem = \"p.md\"\n")
 	f.Add("[model\n")
 	f.Add("[agents.memory]\nttl = \"3d\"\n[[agents]]\n")
+	f.Add("[[agents]]\nname = \"t\"\nkind = \"task\"\noutput = \"o.json\"\nprompt = \"p.md\"\nidempotency_key = \"{{.id}}\"\n[[agents.context]]\nname = \"x\"\nsql = \"SELECT 1\"\nargs = [\"input.id\"]\n[[agents.effects]]\nkv = \"k\"\nvalue = \"{{json .output}}\"\nwhen = \"output.ok\"\n[agents.review]\nwhen = \"true\"\n")
+	f.Add("[[agents]]\nname = \"c\"\nkind = \"chat\"\nsystem = \"p.md\"\n[agents.fallback]\ncanned = \"x\"\n[[agents.fallback.rules]]\nwhen = \"input.message == 'a'\"\nreply = \"b\"\n[agents.limits]\nrate = \"10/h\"\n")
 	f.Fuzz(func(t *testing.T, toml string) {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "agentd.toml"), []byte(toml), 0o644); err != nil {
