@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/agentd/agentd/memory"
 	"github.com/agentd/agentd/model/anthropictest"
+	"github.com/agentd/agentd/server"
 	"github.com/agentd/agentd/telemetry"
 )
 
@@ -684,5 +686,51 @@ func TestUsageReportsTokensAndCost(t *testing.T) {
 		if r := p.do(http.MethodGet, "/usage?"+q, ""); r.status != http.StatusBadRequest {
 			t.Errorf("%s: %d %s", q, r.status, r.raw)
 		}
+	}
+}
+
+// TestClientDisconnectCancelsTheModelCall: a client that goes away while
+// the model is answering cancels the upstream call; nothing is stored and
+// the audit says the call was cut short.
+func TestClientDisconnectCancelsTheModelCall(t *testing.T) {
+	p := newProject(t, projectOpts{})
+	reached := make(chan struct{})
+	p.fake.SetResponder(func(anthropictest.Request) anthropictest.Reply {
+		close(reached)
+		return anthropictest.Text("too late").WithDelay(time.Hour)
+	})
+	handled := make(chan struct{})
+	h := server.New(p.app.ServerConfig(nil))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(handled)
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/agents/support-chat", strings.NewReader(`{"userId":"u1","message":"Hi"}`))
+	req.Header.Set("Accept", "text/event-stream")
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	<-reached
+	cancel()
+	<-errc
+	select {
+	case <-handled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler did not end after the client went away: the model call was not cancelled")
+	}
+	if h := p.history("u1"); len(h) != 0 {
+		t.Errorf("stored %v", h)
+	}
+	ev := lastEvent(t, p.audit())
+	if ev.Outcome != "timeout" || ev.Latency >= time.Hour {
+		t.Errorf("audit: outcome %s after %s", ev.Outcome, ev.Latency)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -421,5 +422,105 @@ func TestExamplesRunOffline(t *testing.T) {
 	got := p.do(http.MethodGet, "/_dev/webhooks/refunds", "")
 	if !strings.Contains(got.raw, `"idempotencyKey":"k1"`) || !strings.Contains(got.raw, `"orderId":"O-1"`) {
 		t.Errorf("sink listing: %s", got.raw)
+	}
+}
+
+// TestTaskHTTPSourcesAreAllowlistedAndConcurrent runs a task agent whose
+// context comes from two HTTP APIs: both are fetched at once (the API
+// answers only when both requests are in), their JSON reaches the prompt,
+// a missing record is a 404 naming its source, and a URL outside
+// [outbound] allow is refused without a request.
+func TestTaskHTTPSourcesAreAllowlistedAndConcurrent(t *testing.T) {
+	both := make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	seen := 0
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "missing") {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		seen++
+		if seen%2 == 0 {
+			once.Do(func() { close(both) })
+		}
+		mu.Unlock()
+		select {
+		case <-both:
+		case <-time.After(10 * time.Second):
+			http.Error(w, "the other source never came: fetched one after the other", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"path":%q,"tier":"gold"}`, r.URL.Path)
+	}))
+	t.Cleanup(api.Close)
+
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "agentd.toml"), fmt.Sprintf(`name = "http"
+[vars]
+api = %q
+[outbound]
+allow = [%q]
+allow_private = ["127.0.0.1"]
+[[agents]]
+name = "lookup"
+kind = "task"
+output = "out.json"
+prompt = "prompt.md"
+[[agents.context]]
+name = "customer"
+http = "{{.vars.api}}/customers/{{.customerId}}"
+required = true
+attach = true
+[[agents.context]]
+name = "orders"
+http = "{{.vars.api}}/orders?customer={{.customerId}}"
+[[agents.context]]
+name = "elsewhere"
+http = "{{.elsewhere}}"
+`, api.URL, api.URL+"/"))
+	writeFile(t, filepath.Join(dir, "out.json"), `{"type":"object","required":["answer"],"properties":{"answer":{"type":"string"}}}`)
+	writeFile(t, filepath.Join(dir, "prompt.md"), "Tier {{.context.customer.tier}}; orders from {{.context.orders.path}}.")
+	cfg, err := config.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake, fakeURL := anthropictest.NewServer(t)
+	env := map[string]string{"ANTHROPIC_API_KEY": testKey, "ANTHROPIC_BASE_URL": fakeURL}
+	app, err := config.Open(context.Background(), cfg, config.Options{Getenv: func(k string) string { return env[k] }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = app.Close(context.Background()) })
+	srv := httptest.NewServer(server.New(app.ServerConfig(nil)))
+	t.Cleanup(srv.Close)
+	p := &project{t: t, url: srv.URL, fake: fake, app: app}
+
+	fake.Enqueue(anthropictest.ToolUse(agent.RespondTool, map[string]any{"answer": "gold"}))
+	r := p.post("/agents/lookup", fmt.Sprintf(`{"customerId":"C-1","elsewhere":%q}`, api.URL+"/ok"))
+	if r.status != http.StatusOK || r.body["answer"] != "gold" {
+		t.Fatalf("lookup: %d %s", r.status, r.raw)
+	}
+	req := fake.Requests()[0]
+	if text := req.LastUserText(); !strings.Contains(text, "Tier gold; orders from /orders") {
+		t.Errorf("prompt %q", text)
+	}
+	if first := req.Messages[0].Content[0]; first.Type != "text" || !strings.Contains(first.Text, `"tier": "gold"`) {
+		t.Errorf("the attached customer source: %+v", first)
+	}
+
+	missing := p.post("/agents/lookup", fmt.Sprintf(`{"customerId":"missing","elsewhere":%q}`, api.URL+"/ok"))
+	if missing.status != http.StatusNotFound || !strings.Contains(missing.raw, `\"customer\"`) {
+		t.Errorf("missing customer: %d %s", missing.status, missing.raw)
+	}
+	// A URL the allowlist does not cover is refused before any request,
+	// and so is the metadata address, whatever the allowlist says.
+	for _, u := range []string{"http://example.com/x", "http://169.254.169.254/latest/meta-data/"} {
+		r := p.post("/agents/lookup", fmt.Sprintf(`{"customerId":"C-1","elsewhere":%q}`, u))
+		if r.status != http.StatusForbidden || errorType(r) != "permission_error" {
+			t.Errorf("%s: %d %s", u, r.status, r.raw)
+		}
 	}
 }
