@@ -34,6 +34,9 @@ func Waiters(l *Locker) int {
 // LockKey is the Redis key of the lock on key.
 func LockKey(l *Locker, key string) string { return l.lockKey(key) }
 
+// FenceKey is the Redis key of the fencing counter of key.
+func FenceKey(l *Locker, key string) string { return l.fenceKey(key) }
+
 // Layout returns the Redis keys of the store: the entry of key, the key
 // index, the expiry index and the version counter.
 func Layout(kv *KV, key string) (entry, idx, exp, seq string) {

@@ -18,6 +18,14 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
+// minFenceTTL is the least time a fencing counter outlives its key's last
+// grant.
+const minFenceTTL = 24 * time.Hour
+
+// fenceTTL is how long a key's fencing counter outlives its last grant:
+// a day, or a thousand lease TTLs if that is longer.
+func (l *Locker) fenceTTL() time.Duration { return max(minFenceTTL, 1000*l.ttl) }
+
 // Defaults of the Locker options.
 const (
 	DefaultLockPrefix = "agentd:lock:"
@@ -46,9 +54,12 @@ const (
 // waiter go first on a notice.
 //
 // Every grant increments a per-key counter in the same script, which is the
-// fencing token: larger for every lease on a key, on every node. Those
-// counters are never deleted (a reset would break that order), so Redis
-// keeps one small key per lock name ever used.
+// fencing token: larger for every lease on a key, on every node. A counter
+// lives fenceTTL past its key's last grant, then expires: by then no lease
+// on the key can be alive (a lease lapses one TTL after its holder stops
+// renewing), so a restart from 1 cannot be confused with a live lease,
+// and Redis does not keep a key for every lock name ever used (a task
+// agent locks each decision it applies).
 //
 // A Locker is safe for concurrent use. Close it when done to end its
 // subscription.
@@ -244,7 +255,7 @@ func (l *Locker) acquire(ctx context.Context, key, token string) (*Lease, time.D
 	// this instant: counting from here errs on the safe side.
 	start := time.Now()
 	res, err := l.scripts.acquire.Run(opCtx, l.client, []string{l.lockKey(key), l.fenceKey(key)},
-		token, l.ttl.Milliseconds()).Slice()
+		token, l.ttl.Milliseconds(), l.fenceTTL().Milliseconds()).Slice()
 	if err != nil {
 		// The grant may have happened with only the reply lost; the token
 		// is ours alone, so releasing it cannot hurt anyone else, and it

@@ -151,6 +151,19 @@ func TestLockTokensIncrease(t *testing.T) {
 	other := lock(t, b, "other")
 	other.Unlock()
 	ka.Unlock()
+
+	// The counter expires a day after the last grant: a lock name used
+	// once (a decision's) does not stay in Redis forever.
+	ropts, err := goredis.ParseURL(redisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := goredis.NewClient(ropts)
+	defer c.Close()
+	ttl, err := c.PTTL(t.Context(), redis.FenceKey(a, "k")).Result()
+	if err != nil || ttl < 23*time.Hour || ttl > 24*time.Hour {
+		t.Errorf("fencing counter TTL %s, %v; want about a day", ttl, err)
+	}
 }
 
 func TestLockContextEnds(t *testing.T) {

@@ -131,6 +131,7 @@ return removed
 // "held by someone".
 //
 //	KEYS[1] lock   KEYS[2] fencing counter   ARGV[1] token   ARGV[2] TTL in ms
+//	ARGV[3] the counter's TTL in ms
 //
 // It returns {1, fencing token} or {0, remaining TTL of the holder in ms}.
 const acquireScript = `
@@ -144,6 +145,7 @@ if cur then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return {1, redis.call('GET', KEYS[2])}
 `
 
