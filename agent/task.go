@@ -350,6 +350,7 @@ func (t *Task) decide(ctx context.Context, input any, key string, now time.Time)
 		Usage:          ans.usage,
 		Steps:          ans.steps,
 	}
+	rec.CostNanoUSD, _ = t.caller.tel.Pricing.Cost(ans.model, ans.usage)
 	if rec.Input, err = json.Marshal(input); err != nil {
 		return nil, agentd.E(agentd.KindInternal, "task", err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/agentd/agentd/store/fsblob"
 	"github.com/agentd/agentd/store/migrate"
 	"github.com/agentd/agentd/store/sqlite"
+	"github.com/agentd/agentd/telemetry"
 )
 
 // taskEnv is a task agent's world: real embedded stores, the model faked
@@ -118,11 +119,16 @@ func (e *taskEnv) task(cfg agent.TaskConfig) *agent.Task {
 	if cfg.Model == "" {
 		cfg.Model = "claude-sonnet-4-6"
 	}
+	pricing, err := telemetry.NewPricing(nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	task, err := agent.NewTask(cfg, agent.TaskDeps{
-		Model:   e.model,
-		Sources: agent.SourceDeps{KV: e.kv, Blob: e.blob, DB: e.db, HTTP: http.DefaultClient},
-		Effects: agent.EffectDeps{KV: e.kv, Decisions: e.store, Locks: e.locks, HTTP: http.DefaultClient, Clock: e.clock},
-		Clock:   e.clock,
+		Telemetry: agent.Telemetry{Pricing: pricing},
+		Model:     e.model,
+		Sources:   agent.SourceDeps{KV: e.kv, Blob: e.blob, DB: e.db, HTTP: http.DefaultClient},
+		Effects:   agent.EffectDeps{KV: e.kv, Decisions: e.store, Locks: e.locks, HTTP: http.DefaultClient, Clock: e.clock},
+		Clock:     e.clock,
 	})
 	if err != nil {
 		e.t.Fatalf("NewTask: %v", err)
@@ -291,6 +297,9 @@ func TestTaskDecidesAppliesEffectsAndAnswersTheContract(t *testing.T) {
 	}
 	if rec.Usage.InputTokens == 0 || rec.Steps != 1 {
 		t.Errorf("usage %+v steps %d", rec.Usage, rec.Steps)
+	}
+	if want := 3000*rec.Usage.InputTokens + 15000*rec.Usage.OutputTokens; rec.CostNanoUSD != want {
+		t.Errorf("decision cost %d nanodollars, want %d at sonnet's prices", rec.CostNanoUSD, want)
 	}
 }
 
