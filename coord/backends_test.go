@@ -2,18 +2,14 @@ package coord_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
-	"time"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/redistest"
 	"github.com/agentd/agentd/store/bolt"
 	"github.com/agentd/agentd/store/redis"
-	goredis "github.com/redis/go-redis/v9"
 )
 
 // backend opens KV stores for the shared scenarios.
@@ -63,10 +59,7 @@ func openBolt(t testing.TB, clock agentd.Clock, n int) []agentd.KV {
 // ends. The server is shared with other tests, so nothing else is touched.
 func openRedis(t testing.TB, url string, clock agentd.Clock, n int) []agentd.KV {
 	t.Helper()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	prefix := "agentdtest:coord:" + hex.EncodeToString(b[:]) + ":"
-	cleanRedisPrefix(t, url, prefix)
+	prefix := redistest.Prefix(t)
 	kvs := make([]agentd.KV, n)
 	for i := range kvs {
 		kv, err := redis.OpenKV(context.Background(), url, redis.WithPrefix(prefix), redis.WithClock(clock), redis.WithSweepInterval(0))
@@ -81,35 +74,4 @@ func openRedis(t testing.TB, url string, clock agentd.Clock, n int) []agentd.KV 
 		kvs[i] = kv
 	}
 	return kvs
-}
-
-// cleanRedisPrefix deletes every key under prefix when the test ends.
-func cleanRedisPrefix(t testing.TB, url, prefix string) {
-	t.Helper()
-	opts, err := goredis.ParseURL(url)
-	if err != nil {
-		t.Fatalf("ParseURL: %v", err)
-	}
-	c := goredis.NewClient(opts)
-	t.Cleanup(func() {
-		defer func() { _ = c.Close() }()
-		// t.Context is already cancelled when cleanups run.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		// The prefix is hex and colons: no glob characters to escape.
-		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
-			t.Errorf("cleanup: SCAN %s*: %v", prefix, err)
-			return
-		}
-		for batch := range slices.Chunk(keys, 500) {
-			if err := c.Del(ctx, batch...).Err(); err != nil {
-				t.Errorf("cleanup: DEL: %v", err)
-			}
-		}
-	})
 }

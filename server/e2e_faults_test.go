@@ -9,8 +9,7 @@ import (
 	"os"
 	"testing"
 
-	goredis "github.com/redis/go-redis/v9"
-
+	"github.com/agentd/agentd/internal/redistest"
 	"github.com/agentd/agentd/internal/tcpproxy"
 	"github.com/agentd/agentd/store/postgres"
 )
@@ -67,7 +66,7 @@ func TestStoreOutagesFailFastAndHeal(t *testing.T) {
 		_ = admin.Close()
 	})
 	prefix := "agentd-faults-" + suffix(t) + ":"
-	dropRedisPrefix(t, rd, prefix)
+	redistest.Clean(t, rd, prefix)
 	kvURL, redisLink := proxied(t, rd, map[string]string{"prefix": prefix, "op_timeout": "1s"})
 	dbURL, pgLink := proxied(t, pg, map[string]string{"search_path": schema, "query_timeout": "1s"})
 	p := newProject(t, projectOpts{env: map[string]string{"AGENTD_KV_URL": kvURL, "AGENTD_DB_URL": dbURL}})
@@ -117,23 +116,4 @@ func (p *project) eventually(what string, do func() response) {
 		}
 	}
 	p.t.Fatalf("%s: still %d %s after 20 tries", what, last.status, last.raw)
-}
-
-// dropRedisPrefix deletes every key under prefix, so tests on the shared
-// server leave nothing behind.
-func dropRedisPrefix(t *testing.T, rawURL, prefix string) {
-	t.Helper()
-	opts, err := goredis.ParseURL(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c := goredis.NewClient(opts)
-		defer c.Close()
-		ctx := context.Background()
-		iter := c.Scan(ctx, 0, prefix+"*", 500).Iterator()
-		for iter.Next(ctx) {
-			c.Del(ctx, iter.Val())
-		}
-	})
 }

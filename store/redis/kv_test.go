@@ -3,37 +3,30 @@ package redis_test
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/redistest"
 	"github.com/agentd/agentd/internal/tcpproxy"
 	"github.com/agentd/agentd/store/redis"
 	"github.com/agentd/agentd/store/storetest"
-	"github.com/jonboulle/clockwork"
-	goredis "github.com/redis/go-redis/v9"
 )
 
 // redisURL is the server the tests use; without it they skip, so `go test
 // ./...` passes on a machine without Redis.
-func redisURL(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv("AGENTD_TEST_REDIS_URL")
-	if u == "" {
-		t.Skip("set AGENTD_TEST_REDIS_URL to run against Redis")
-	}
-	return u
-}
+func redisURL(t testing.TB) string { return redistest.URL(t) }
 
 // rawClient is a plain client to inspect and clean up what the package
 // stored, independent of its code.
@@ -48,37 +41,9 @@ func rawClient(t testing.TB) *goredis.Client {
 	return c
 }
 
-// testPrefix returns a fresh key prefix and deletes every key under it when
-// the test ends. The server is shared with other tests, so nothing else is
-// touched (no FLUSHDB).
-func testPrefix(t testing.TB) string {
-	t.Helper()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	prefix := "agentdtest:" + hex.EncodeToString(b[:]) + ":"
-	c := rawClient(t)
-	t.Cleanup(func() {
-		// t.Context is already cancelled when cleanups run.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		// The prefix is hex and colons: no glob characters to escape.
-		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
-			t.Errorf("cleanup: SCAN %s*: %v", prefix, err)
-			return
-		}
-		for batch := range slices.Chunk(keys, 500) {
-			if err := c.Del(ctx, batch...).Err(); err != nil {
-				t.Errorf("cleanup: DEL: %v", err)
-			}
-		}
-	})
-	return prefix
-}
+// testPrefix returns a fresh key prefix whose keys are deleted when the
+// test ends.
+func testPrefix(t testing.TB) string { return redistest.Prefix(t) }
 
 // openKV opens a store under a fresh prefix, with the sweeper off so tests
 // see exactly what they did, and closes it when the test ends.
