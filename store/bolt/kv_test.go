@@ -161,6 +161,10 @@ func TestBackgroundSweeper(t *testing.T) {
 	var wg sync.WaitGroup
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
+	// Each writer reports its first write, so every live key exists before
+	// the sweep is awaited: otherwise a writer scheduled late could find
+	// the wait over before it wrote anything, and its key missing.
+	wrote := make(chan struct{}, 4)
 	for w := range 4 {
 		wg.Go(func() {
 			key := fmt.Sprintf("live%d", w)
@@ -173,9 +177,15 @@ func TestBackgroundSweeper(t *testing.T) {
 					}
 					return
 				}
+				if version == 0 {
+					wrote <- struct{}{}
+				}
 				version = v
 			}
 		})
+	}
+	for range 4 {
+		<-wrote
 	}
 
 	// The sweeper runs on the wall clock, so wait for it, bounded.
